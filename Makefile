@@ -11,8 +11,8 @@ export MI50_LAB_IMAGE ?= mi50-lab/debian-12:latest
 export PATH          := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 1
 LABCTL       := $(BIN)/python tests/lab/labctl.py
-# Molecule scenarios, in the order `make test` runs them.
-SCENARIOS    ?= default
+# Molecule scenarios: default first, then every other scenario directory.
+SCENARIOS    ?= default $(sort $(filter-out default,$(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))))
 
 .PHONY: docs help venv docker image fixtures serve lint unit molecule test lab lab-summary lab-destroy clean
 
@@ -51,7 +51,8 @@ unit: venv
 	$(BIN)/pytest -q tests/unit
 
 molecule: serve
-	@for s in $(SCENARIOS); do \
+	@export MI50_FIXTURES_URL=$$($(LABCTL) serve); \
+	for s in $(SCENARIOS); do \
 	  echo "=== molecule test -s $$s"; \
 	  $(BIN)/molecule test -s $$s || exit 1; \
 	done
@@ -61,7 +62,7 @@ test: lint unit molecule
 
 lab: serve
 	$(LABCTL) up
-	$(BIN)/ansible-playbook -i inventory/lab site.yml
+	MI50_FIXTURES_URL=$$($(LABCTL) serve) $(BIN)/ansible-playbook -i inventory/lab site.yml
 	@$(MAKE) --no-print-directory lab-summary
 
 lab-summary: venv

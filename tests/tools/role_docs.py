@@ -53,7 +53,12 @@ def table(role: str) -> str:
 
 
 def render(text: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + table(m.group("role")) + m.group(4), text)
+    def replace(match: re.Match) -> str:
+        if not (ROOT / "roles" / match.group("role") / "meta" / "argument_specs.yml").exists():
+            return match.group(0)  # a section written ahead of its role
+        return match.group(1) + table(match.group("role")) + match.group(4)
+
+    return BLOCK.sub(replace, text)
 
 
 def main() -> int:
