@@ -26,8 +26,9 @@ Connection refused is not a mode: point the router at :func:`closed_port`.
 
 Its "model" is deterministic so tests can reason about quality: asked to compress (the
 router's compression prompt), it stores the text and answers ``ref:N``; asked to expand
-``ref:N`` it returns the stored text, or with ``lossy = True`` the text with its digits
-changed, which fails the router's quality check. Anything else gets ``stand-in reply: ...``.
+``ref:N`` it returns the stored text (any other note comes back as it is), or with
+``lossy = True`` the text with its digits changed, which fails the router's quality check.
+Anything else gets ``stand-in reply: ...``.
 
 Run it by hand: ``python tests/standins/cloud_api.py --port 8045 --mode ok``.
 """
@@ -108,7 +109,7 @@ def _answer(state: StandInState, messages: list[dict[str, Any]]) -> str:
         return f"ref:{key}"
     if "compressed note" in system:
         match = _REF.search(user)
-        original = state.store.get(int(match.group(1)), "") if match else ""
+        original = state.store.get(int(match.group(1)), user) if match else user
         if state.lossy:
             return re.sub(r"\d", "7", original) + " (and some invented detail)"
         return original
