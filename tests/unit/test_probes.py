@@ -1,0 +1,302 @@
+"""The GPU runtime probes: parsers of rocminfo, vulkaninfo --summary and
+clinfo --raw on real captured outputs (tests/unit/data/README.md says where each
+comes from), the per-tier verdict, and the tier decision recorded in
+gpu_backend.fact (docs/architecture.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ansible_collections.mi50.stack.plugins.filter import probes
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def read(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def run(tier: str, stdout: str = "", stderr: str = "", rc: int = 0) -> dict:
+    """A registered result of the probe command, as the role's loop produces it."""
+    return {"item": tier, "rc": rc, "stdout": stdout, "stderr": stderr}
+
+
+# --------------------------------------------------------------------------- rocminfo
+
+def test_rocminfo_finds_the_mi50_among_published_agents():
+    parsed = probes.rocminfo(read("rocminfo/rocm-issue-1886-mi210-mi50-mi100.stdout"))
+    assert parsed["version"] == "1.1"
+    gpus = [d for d in parsed["devices"] if d["type"] == "gpu"]
+    assert [(d["name"], d["gfx_target"]) for d in gpus] == [("AMD Instinct MI210", "gfx90a"),
+                                                            ("AMD Instinct MI50/MI60", "gfx906")]
+    assert all(not d["software"] for d in gpus)
+
+
+def test_rocminfo_cpu_agents_are_not_gpus():
+    cpus = [d for d in probes.rocminfo(read("rocminfo/rocm-issue-1886-mi210-mi50-mi100.stdout"))["devices"]
+            if d["type"] == "cpu"]
+    assert len(cpus) == 2 and cpus[0]["name"] == "AMD EPYC 7452 32-Core Processor"
+    assert all(d["gfx_target"] is None for d in cpus)
+
+
+def test_rocminfo_takes_the_target_from_the_isa_when_the_name_is_not_one():
+    text = read("rocminfo/rocm-issue-1886-mi210-mi50-mi100.stdout").replace("  Name:                    gfx906\n",
+                                                                            "  Name:                    MI50\n")
+    gpus = [d for d in probes.rocminfo(text)["devices"] if d["type"] == "gpu"]
+    assert gpus[1]["gfx_target"] == "gfx906"
+
+
+@pytest.mark.parametrize("capture", ["debian12-5.2.3-no-gpu", "debian13-6.1.2-no-gpu"])
+def test_rocminfo_without_a_gpu_lists_nothing_and_says_why(capture):
+    parsed = probes.rocminfo(read(f"rocminfo/{capture}.stdout"))
+    assert parsed["devices"] == []
+    assert parsed["message"] == "ROCk module is NOT loaded, possibly no GPU devices"  # ANSI colour stripped
+
+
+def test_rocm_probe_passes_on_the_published_mi50_with_its_release():
+    probe = probes.gpu_probe(run("rocm", read("rocminfo/rocm-issue-1886-mi210-mi50-mi100.stdout")),
+                             rocm_release="6.4.2")
+    assert probe["ok"] and probe["reason"] == ""
+    # The first GPU agent is the device; an MI210 listed first wins over the MI50.
+    assert probe["device"] == {"name": "AMD Instinct MI210", "type": "gpu", "gfx_target": "gfx90a", "software": False}
+    assert probe["version"] == "6.4.2"
+
+
+@pytest.mark.parametrize("capture", ["debian12-5.2.3-no-gpu", "debian13-6.1.2-no-gpu"])
+def test_rocm_probe_rejects_a_host_without_gpu_with_rocminfos_words(capture):
+    probe = probes.gpu_probe(run("rocm", read(f"rocminfo/{capture}.stdout"), read(f"rocminfo/{capture}.stderr"), rc=1))
+    assert not probe["ok"]
+    assert probe["reason"] == "rocminfo lists no GPU agent: ROCk module is NOT loaded, possibly no GPU devices"
+
+
+def test_rocm_cpu_agents_never_pass_even_with_software_accepted():
+    cpus_only = read("rocminfo/rocm-issue-1886-mi210-mi50-mi100.stdout").split("*******\nAgent 3")[0]
+    probe = probes.gpu_probe(run("rocm", cpus_only), accept_software=True)
+    assert not probe["ok"]
+    assert probe["reason"].startswith("rocminfo lists no GPU agent, only: AMD EPYC 7452 32-Core Processor (cpu)")
+
+
+@pytest.mark.parametrize(("text", "release"), [("6.4.2-120\n", "6.4.2"), ("6.4.0\n", "6.4.0"), ("", ""), ("garbage", "")])
+def test_rocm_release_file(text, release):
+    assert probes.rocm_release(text) == release
+
+
+# --------------------------------------------------------------------------- vulkaninfo
+
+def test_vulkaninfo_lists_lavapipe_as_a_software_cpu_device():
+    parsed = probes.vulkaninfo_summary(read("vulkaninfo/debian12-lavapipe.stdout"))
+    assert parsed["version"] == "1.3.239"
+    assert parsed["devices"] == [{"name": "llvmpipe (LLVM 15.0.6, 256 bits)", "type": "cpu", "software": True,
+                                  "gfx_target": None, "driver": "llvmpipe", "api_version": "1.3.230"}]
+
+
+def test_vulkaninfo_lists_a_published_radv_gpu():
+    (device,) = probes.vulkaninfo_summary(read("vulkaninfo/published-radv-890m.devices"))["devices"]
+    assert device["name"] == "AMD Radeon 890M Graphics (RADV STRIX1)"
+    assert device["type"] == "integrated_gpu" and not device["software"] and device["driver"] == "radv"
+
+
+def test_vulkaninfo_names_the_mi50s_target_from_radvs_chip_name():
+    text = read("vulkaninfo/published-radv-890m.devices").replace("AMD Radeon 890M Graphics (RADV STRIX1)",
+                                                                   "AMD Instinct MI60 / MI50 (RADV VEGA20)")
+    assert probes.vulkaninfo_summary(text)["devices"][0]["gfx_target"] == "gfx906"
+
+
+def test_vulkan_probe_rejects_lavapipe_as_software():
+    probe = probes.gpu_probe(run("vulkan", read("vulkaninfo/debian12-lavapipe.stdout"),
+                                 read("vulkaninfo/debian12-lavapipe.stderr")))
+    assert not probe["ok"]
+    assert probe["reason"] == "vulkaninfo lists no GPU device, only software devices: llvmpipe (LLVM 15.0.6, 256 bits) (cpu)"
+    assert probe["version"] == "1.3.239"  # recorded even though the tier is rejected
+
+
+def test_vulkan_probe_accepts_lavapipe_only_with_the_test_switch():
+    probe = probes.gpu_probe(run("vulkan", read("vulkaninfo/debian12-lavapipe.stdout")), accept_software=True)
+    assert probe["ok"]
+    assert probe["device"] == {"name": "llvmpipe (LLVM 15.0.6, 256 bits)", "type": "cpu", "gfx_target": None,
+                               "software": True}
+
+
+def test_vulkan_probe_prefers_a_gpu_over_lavapipe():
+    both = read("vulkaninfo/debian12-lavapipe.stdout") + read("vulkaninfo/published-radv-890m.devices").replace(
+        "Devices:\n========\nGPU0:", "GPU1:")
+    probe = probes.gpu_probe(run("vulkan", both), accept_software=True)
+    assert probe["device"]["name"] == "AMD Radeon 890M Graphics (RADV STRIX1)"
+
+
+def test_vulkan_probe_without_a_driver_quotes_the_loader():
+    probe = probes.gpu_probe(run("vulkan", read("vulkaninfo/debian12-no-driver.stdout"),
+                                 read("vulkaninfo/debian12-no-driver.stderr"), rc=1))
+    assert not probe["ok"] and probe["version"] is None
+    assert probe["reason"] == ("vulkaninfo lists no GPU device: ERROR: [Loader Message] Code 0 : "
+                               "vkCreateInstance: Found no drivers!")
+
+
+# --------------------------------------------------------------------------- clinfo
+
+def test_clinfo_lists_pocls_cpu_device():
+    parsed = probes.clinfo_raw(read("clinfo/debian12-pocl.raw"))
+    assert parsed["platforms"] == [{"name": "Portable Computing Language", "vendor": "The pocl project", "version": "3.0"}]
+    (device,) = parsed["devices"]
+    assert device["type"] == "cpu" and device["software"] and device["platform"] == "Portable Computing Language"
+    assert device["name"].startswith("pthread-")
+
+
+def test_clinfo_keeps_devices_with_their_platform_when_suffixes_repeat():
+    """rusticl and Clover both use the MESA suffix; PoCL's device stays PoCL's."""
+    parsed = probes.clinfo_raw(read("clinfo/debian12-pocl-rusticl-clover.raw"))
+    assert [(p["name"], p["version"]) for p in parsed["platforms"]] == [
+        ("Portable Computing Language", "3.0"), ("rusticl", "3.0"), ("Clover", "1.1")]
+    assert [d["platform"] for d in parsed["devices"]] == ["Portable Computing Language"]
+
+
+def test_clinfo_reads_an_amd_gpu_with_its_board_name_and_target():
+    (device,) = probes.clinfo_raw(read("clinfo/synthetic-rocm-gfx906.raw"))["devices"]
+    assert device == {"name": "AMD Instinct MI50/MI60", "type": "gpu", "software": False, "gfx_target": "gfx906",
+                      "platform": "AMD Accelerated Parallel Processing", "version": "2.0"}
+
+
+def test_opencl_probe_passes_on_an_amd_gpu():
+    probe = probes.gpu_probe(run("opencl", read("clinfo/synthetic-rocm-gfx906.raw")))
+    assert probe["ok"] and probe["device"]["gfx_target"] == "gfx906" and probe["version"] == "2.1"
+
+
+def test_opencl_probe_rejects_pocl_as_software():
+    probe = probes.gpu_probe(run("opencl", read("clinfo/debian12-pocl-rusticl-clover.raw")))
+    assert not probe["ok"]
+    assert probe["reason"].startswith("clinfo lists no GPU device, only software devices: pthread-")
+    assert probe["reason"].endswith("(cpu, Portable Computing Language)")
+
+
+def test_opencl_probe_accepts_pocl_only_with_the_test_switch():
+    probe = probes.gpu_probe(run("opencl", read("clinfo/debian12-pocl-rusticl-clover.raw")), accept_software=True)
+    assert probe["ok"] and probe["device"]["software"]
+    assert probe["version"] == "3.0"  # PoCL's platform, the one serving the device
+
+
+def test_opencl_probe_names_the_platforms_without_devices():
+    probe = probes.gpu_probe(run("opencl", read("clinfo/debian12-rusticl-clover.raw")), accept_software=True)
+    assert not probe["ok"]
+    assert probe["reason"] == "clinfo lists no device on its platforms (rusticl, Clover)"
+
+
+def test_opencl_probe_without_an_icd_says_so():
+    probe = probes.gpu_probe(run("opencl", read("clinfo/debian12-no-icd.raw")), accept_software=True)
+    assert probe["reason"] == "clinfo lists no OpenCL platform (no ICD file in /etc/OpenCL/vendors)"
+
+
+# --------------------------------------------------------------------------- probe failures
+
+@pytest.mark.parametrize(("tier", "tool"), [("rocm", "rocminfo"), ("vulkan", "vulkaninfo"), ("opencl", "clinfo")])
+def test_a_missing_tool_is_a_reason_not_a_failure(tier, tool):
+    # coreutils timeout exits 127 when it cannot find the command.
+    probe = probes.gpu_probe(run(tier, "", f"timeout: failed to run command '{tool}': No such file or directory", rc=127))
+    assert probe == {"tool": tool, "ok": False, "reason": f"{tool} not installed", "devices": [], "device": None,
+                     "version": None}
+
+
+@pytest.mark.parametrize("rc", [124, 137])
+def test_a_hung_tool_is_rejected_with_the_timeout(rc):
+    probe = probes.gpu_probe(run("rocm", rc=rc), timeout=60)
+    assert probe["reason"] == "rocminfo did not answer within 60 s (timed out)"
+
+
+def test_unknown_tier_is_an_error():
+    with pytest.raises(ValueError):
+        probes.gpu_probe(run("cuda"))
+
+
+# --------------------------------------------------------------------------- decision
+
+NO_GPU = {"item": "rocm", "rc": 1, "stdout": "", "stderr": ""}
+
+
+def lab_probes(accept_software: bool = False) -> dict:
+    """What the lab container shows: Debian's rocminfo, lavapipe and PoCL."""
+    return probes.gpu_probes([
+        run("rocm", read("rocminfo/debian12-5.2.3-no-gpu.stdout"), rc=1),
+        run("vulkan", read("vulkaninfo/debian12-lavapipe.stdout")),
+        run("opencl", read("clinfo/debian12-pocl.raw")),
+    ], accept_software=accept_software)
+
+
+def mi50_probes() -> dict:
+    return probes.gpu_probes([
+        run("rocm", read("rocminfo/rocm-issue-1886-mi210-mi50-mi100.stdout")),
+        run("vulkan", read("vulkaninfo/debian12-lavapipe.stdout")),
+        run("opencl", read("clinfo/synthetic-rocm-gfx906.raw")),
+    ], rocm_release="6.4.2")
+
+
+ORDER = ["rocm", "vulkan", "opencl"]
+
+
+def test_first_passing_tier_in_order_wins_and_the_fact_follows_the_contract():
+    choice = probes.gpu_tier_choice(mi50_probes(), ORDER)
+    fact = choice["fact"]
+    assert choice["error"] == "" and choice["warnings"] == []
+    assert set(fact) == {"schema", "tier", "forced", "order", "device", "versions", "available", "rejected", "probes"}
+    assert fact["schema"] == 1 and fact["tier"] == "rocm" and fact["forced"] is False and fact["order"] == ORDER
+    assert fact["available"] == ["rocm", "opencl"]
+    assert fact["versions"] == {"rocm": "6.4.2", "vulkan": "1.3.239", "opencl": "2.1"}
+    assert list(fact["rejected"]) == ["vulkan"]
+    assert set(fact["probes"]["rocm"]) == {"ok", "reason", "version", "devices"}
+    assert set(fact["probes"]["rocm"]["devices"][0]) == {"name", "type", "gfx_target", "software"}
+
+
+def test_order_decides_between_passing_tiers():
+    fact = probes.gpu_tier_choice(mi50_probes(), ["opencl", "rocm", "vulkan"])["fact"]
+    assert fact["tier"] == "opencl" and fact["device"]["name"] == "AMD Instinct MI50/MI60"
+
+
+def test_no_tier_fails_with_every_reason():
+    choice = probes.gpu_tier_choice(lab_probes(), ORDER)
+    assert choice["fact"]["tier"] is None
+    assert choice["error"].startswith("No GPU runtime tier passed its probe (rocm: rocminfo lists no GPU agent")
+    assert "vulkan: vulkaninfo lists no GPU device, only software devices" in choice["error"]
+    assert "gpu_backend_allow_cpu: true" in choice["error"]
+
+
+def test_no_tier_selects_cpu_when_allowed():
+    choice = probes.gpu_tier_choice(lab_probes(), ORDER, allow_cpu=True)
+    assert choice["error"] == ""
+    assert choice["fact"]["tier"] == "cpu" and choice["fact"]["device"] is None
+    assert set(choice["fact"]["rejected"]) == set(ORDER)
+    assert choice["warnings"]
+
+
+def test_software_devices_pass_with_the_test_switch():
+    fact = probes.gpu_tier_choice(lab_probes(accept_software=True), ORDER)["fact"]
+    assert fact["tier"] == "vulkan" and fact["device"]["software"] is True
+    assert fact["available"] == ["vulkan", "opencl"] and list(fact["rejected"]) == ["rocm"]
+
+
+def test_forcing_a_passing_tier_records_it_as_forced():
+    fact = probes.gpu_tier_choice(mi50_probes(), ORDER, force="opencl")["fact"]
+    assert fact["tier"] == "opencl" and fact["forced"] is True and fact["device"]["gfx_target"] == "gfx906"
+
+
+def test_forcing_a_failed_tier_is_refused():
+    choice = probes.gpu_tier_choice(mi50_probes(), ORDER, force="vulkan")
+    assert choice["error"].startswith("gpu_backend_force_tier is vulkan, but its probe failed: vulkaninfo lists no GPU")
+
+
+def test_forcing_a_failed_tier_unchecked_is_honoured_with_a_warning():
+    choice = probes.gpu_tier_choice(mi50_probes(), ORDER, force="vulkan", force_unchecked=True)
+    assert choice["error"] == ""
+    assert choice["fact"]["tier"] == "vulkan" and choice["fact"]["device"] is None
+    assert "forced although its probe failed" in choice["warnings"][0]
+
+
+def test_forcing_cpu_needs_no_probe():
+    fact = probes.gpu_tier_choice(mi50_probes(), ORDER, force="cpu")["fact"]
+    assert fact["tier"] == "cpu" and fact["forced"] is True and fact["available"] == ["rocm", "opencl"]
+
+
+def test_summary_names_the_choice_and_every_rejection():
+    lines = probes.gpu_tier_summary(probes.gpu_tier_choice(mi50_probes(), ORDER)["fact"])
+    assert lines[0] == "Chosen tier: rocm on AMD Instinct MI210 (gfx90a)"
+    assert lines[1] == "Available rocm (version 6.4.2)"
+    assert lines[2].startswith("Rejected vulkan: vulkaninfo lists no GPU device, only software devices")
+    assert lines[3] == "Available opencl (version 2.1)"
