@@ -1,7 +1,8 @@
 """Preflight on the lab container: it refuses what cannot work, says what to
 change, and changes nothing. The refusals are provoked by running the preflight
 playbook again against the converged container with inputs a real host could
-present (an old kernel requirement, a missing GPU, a tiny disk)."""
+present (an old kernel requirement, a missing GPU, a tiny disk, an Ollama release
+the first GPU tier cannot run on a simulated MI50)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ import pytest
 
 PROJECT = Path(os.environ.get("MI50_PROJECT_DIR", Path(__file__).resolve().parents[3]))
 NOTHING_CHANGED = "Nothing was changed on this host."
+# A fake PCI tree with one MI50 (Vega 20, gfx906), for the checks that need a GPU.
+FAKE_PCI = "/tmp/fake-pci-mi50"
+# What the ollama role installs per tier when no version is pinned.
+OLLAMA_BY_TIER = {"rocm": "0.12.3", "vulkan": "0.32.7", "opencl": "0.32.7"}
 
 
 def run_preflight(host, extra: dict) -> subprocess.CompletedProcess:
@@ -45,29 +50,52 @@ def run_preflight(host, extra: dict) -> subprocess.CompletedProcess:
         ),
         # The container is Debian 12; pretend only Ubuntu 24.04 were supported.
         ({"_preflight_supported_platforms": {"Ubuntu": ["24.04"]}}, "Debian 12 is not supported"),
+        # An Ollama newer than 0.12.3 cannot drive a gfx906 card over ROCm, the first tier.
+        (
+            {"preflight_pci_devices_path": FAKE_PCI, "preflight_engine": "ollama", "preflight_engine_version": "0.13.0"},
+            ("Tier rocm (first in gpu_tiers): Ollama 0.13.0 cannot use gfx906 on the ROCm tier",
+             'Pin ollama_version "0.12.3" for the ROCm tier', "or put vulkan first in gpu_tiers"),
+        ),
+        # An Ollama older than 0.12.11 has no Vulkan backend.
+        (
+            {"preflight_pci_devices_path": FAKE_PCI, "preflight_engine": "ollama", "preflight_engine_version": "0.12.3",
+             "preflight_gpu_tiers": ["vulkan", "rocm"]},
+            ("Tier vulkan (first in gpu_tiers): Ollama 0.12.3 cannot use gfx906 on the Vulkan tier",
+             'Pin ollama_version "0.12.11" or newer'),
+        ),
     ],
-    ids=["old-kernel", "no-gpu", "no-disk", "unsupported-os"],
+    ids=["old-kernel", "no-gpu", "no-disk", "unsupported-os", "ollama-too-new-for-rocm", "ollama-too-old-for-vulkan"],
 )
-def test_refuses_with_the_fix_and_changes_nothing(host, extra, expected):
+def test_refuses_with_the_fix_and_changes_nothing(host, fake_mi50, extra, expected):
     before = host.check_output("find /etc /usr/local /opt -newer /etc/hostname | sort")
     result = run_preflight(host, extra)
     assert result.returncode != 0, result.stdout
-    assert expected in result.stdout
+    flat = " ".join(result.stdout.split())  # the YAML callback wraps long lines
+    for text in [expected] if isinstance(expected, str) else expected:
+        assert text in flat
     assert NOTHING_CHANGED in result.stdout
     assert host.check_output("find /etc /usr/local /opt -newer /etc/hostname | sort") == before
 
 
-def test_reports_a_simulated_mi50(host):
-    """A fake PCI tree with a Vega 20 card passes and is named with its gfx target."""
-    fake = "/tmp/fake-pci/0000:03:00.0"
+@pytest.fixture()
+def fake_mi50(host):
+    """An MI50 on a fake PCI bus (the checks read sysfs through preflight_pci_devices_path)."""
+    fake = f"{FAKE_PCI}/0000:03:00.0"
     host.run_expect([0], f"mkdir -p {fake} && echo 0x1002 > {fake}/vendor && echo 0x66a1 > {fake}/device"
                          f" && echo 0x038000 > {fake}/class")
-    try:
-        result = run_preflight(host, {"preflight_require_gpu": True,
-                                      "preflight_pci_devices_path": "/tmp/fake-pci"})
-    finally:
-        host.run("rm -rf /tmp/fake-pci")
+    yield FAKE_PCI
+    host.run(f"rm -rf {FAKE_PCI}")
+
+
+def test_reports_a_simulated_mi50(host, fake_mi50):
+    """A fake PCI tree with a Vega 20 card passes and is named with its gfx target; Ollama
+    with its per-tier versions passes the engine check, with a warning for the OpenCL fallback."""
+    result = run_preflight(host, {"preflight_require_gpu": True, "preflight_pci_devices_path": fake_mi50,
+                                  "preflight_engine": "ollama", "preflight_engine_version_by_tier": OLLAMA_BY_TIER})
     assert result.returncode == 0, result.stdout
+    flat = " ".join(result.stdout.split())  # the YAML callback wraps long lines
     assert "0000:03:00.0 1002:66a1 AMD" in result.stdout
     assert "gfx906" in result.stdout
+    assert "Ollama 0.12.3 can use gfx906 on the ROCm tier" in flat
+    assert "WARNING: If gpu_backend falls back to opencl: Ollama 0.32.7 cannot use gfx906" in flat
     assert "preflight passed" in result.stdout
