@@ -169,6 +169,13 @@ def test_a_forced_cpu_tier_is_a_choice_not_a_problem():
     assert out["problems"] == [] and out["warnings"] == []
 
 
+def test_an_engine_that_cannot_serve_on_the_cpu_says_so_and_is_refused():
+    found = ec.engine_compat("vllm", "cpu", "", "gfx906")
+    assert found["serves"] is False
+    assert "cannot serve on the cpu tier" in found["message"]
+    assert check(engine="vllm", forced_tier="cpu")["problems"]
+
+
 def test_every_gpu_target_is_checked():
     out = check(version="0.12.3", tiers=["rocm"], gfx_targets=["gfx906", "gfx1100"])
     assert out["problems"] == [] and "gfx1100: not checked" in out["warnings"][0]

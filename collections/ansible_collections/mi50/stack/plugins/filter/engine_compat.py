@@ -161,14 +161,14 @@ def engine_compat(engine: str, tier: str, version: str = "", gfx_target: str = "
     fix = row.get("fix", "").format(**fields)
     result.update(result=row["result"], accelerated=row["result"] == "gpu", serves=row["result"] != "none",
                   why=why, fix=fix)
-    if tier == "cpu":
+    if row["result"] == "none":
+        message = f"{who} cannot serve on the {TIER_NAMES[tier]} tier with {card}: {why}."
+    elif tier == "cpu":
         message = f"{who} serves on the CPU: {why}."
     elif row["result"] == "gpu":
         message = f"{who} can use {card} on the {TIER_NAMES[tier]} tier: {why}."
     elif row["result"] == "cpu":
         message = f"{who} cannot use {card} on the {TIER_NAMES[tier]} tier and would serve on the CPU only: {why}."
-    else:
-        message = f"{who} cannot serve on the {TIER_NAMES[tier]} tier with {card}: {why}."
     result["message"] = f"{message} {fix}".strip()
     return result
 
@@ -195,7 +195,7 @@ def engine_tier_check(engine: str, tiers: list, forced_tier: str = "", version: 
             tier_version = str(version or version_by_tier.get(tier, "") or "")
             check = engine_compat(engine, tier, tier_version, target, options, matrix)
             out["checks"].append(check)
-            if check["result"] in ("gpu", "unknown") or tier == "cpu":
+            if check["result"] in ("gpu", "unknown") or (tier == "cpu" and check["serves"]):
                 if check["result"] == "unknown":
                     out["warnings"].append(check["message"])
                 continue
