@@ -1,13 +1,18 @@
-"""The lean HTTP/1.1 transport against scripted servers on loopback."""
+"""The two transports against scripted servers on loopback: which backend gets which, the lean
+HTTP/1.1 pool, and httpx's stack honouring proxies and the trust store from the environment."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
-from llm_router.transport import PooledTransport
+from llm_router.transport import PooledTransport, StockTransport, backend_transport
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -228,3 +233,137 @@ async def test_an_unread_stream_does_not_leak_its_slot() -> None:
             async with c.stream("GET", server.url) as r:
                 assert r.status_code == 200  # closed without reading the body
         assert (await c.get(server.url)).status_code == 200
+
+
+# --- which transport a backend gets ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("urls", "lean"),
+    [
+        (["http://127.0.0.1:11434/v1", None], True),
+        (["http://localhost:8045/v1", None], True),
+        (["http://[::1]:8080/v1", None], True),
+        (["http://127.0.0.2:8080/v1", None], True),
+        (["http://127.0.0.1:11434/v1", "http://127.0.0.1:11434/api/version"], True),
+        (["https://127.0.0.1:8443/v1", None], False),
+        (["http://10.0.0.5:11434/v1", None], False),
+        (["https://gateway.example.com/v1", None], False),
+        (["http://localhost.example.com/v1", None], False),
+        (["http://127.0.0.1:11434/v1", "http://10.0.0.5/health"], False),
+    ],
+    ids=[
+        "ipv4 loopback",
+        "localhost",
+        "ipv6 loopback",
+        "127/8",
+        "loopback health url",
+        "tls on loopback",
+        "remote http",
+        "remote https",
+        "lookalike name",
+        "remote health url",
+    ],
+)
+async def test_backend_transport_choice(urls: list[str | None], lean: bool) -> None:
+    transport = backend_transport(urls, max_connections=4)
+    try:
+        assert isinstance(transport, PooledTransport if lean else StockTransport)
+    finally:
+        await transport.aclose()
+
+
+async def test_lean_transport_refuses_tls() -> None:
+    async with httpx.AsyncClient(transport=PooledTransport()) as c:
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await c.get("https://127.0.0.1:1/v1/models")
+
+
+# --- httpx's stack for everything else -------------------------------------------------------
+
+
+@pytest.fixture
+def clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No proxy or trust-store settings from the shell running the tests."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("bypassed", [False, True], ids=["via proxy", "no_proxy"])
+async def test_stock_transport_honours_proxy_environment(
+    clean_proxy_env: pytest.MonkeyPatch, bypassed: bool
+) -> None:
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await direct.read_request(reader)
+        writer.write(json_reply(b'{"via":"direct"}', b"connection: close\r\n"))
+        await writer.drain()
+
+    async def proxy_script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await proxy.read_request(reader)
+        writer.write(json_reply(b'{"via":"proxy"}', b"connection: close\r\n"))
+        await writer.drain()
+
+    async with Scripted(origin) as direct, Scripted(proxy_script) as proxy:
+        proxy_port = proxy.url.split(":")[2].split("/")[0]
+        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
+        if bypassed:
+            clean_proxy_env.setenv("NO_PROXY", "127.0.0.1")
+        target = direct.url
+        transport = StockTransport()  # reads the environment when built, as at service start
+        async with httpx.AsyncClient(transport=transport, timeout=2) as c:
+            r = await c.get(target)
+    assert r.json() == {"via": "direct" if bypassed else "proxy"}
+    if not bypassed:
+        # A proxied plain-HTTP request carries the absolute URL.
+        assert proxy.requests[0].startswith(b"GET " + target.encode() + b" HTTP/1.1")
+        assert direct.connections == 0
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["unknown ca", "ssl_cert_file"])
+async def test_stock_transport_verifies_tls_against_the_trust_store(
+    clean_proxy_env: pytest.MonkeyPatch, tmp_path: Path, trusted: bool
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(json_reply(b'{"tls":true}', b"connection: close\r\n"))
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    if trusted:
+        clean_proxy_env.setenv("SSL_CERT_FILE", str(cert))
+    try:
+        async with httpx.AsyncClient(transport=StockTransport(), timeout=5) as c:
+            if trusted:
+                assert (await c.get(f"https://127.0.0.1:{port}/v1/models")).json() == {"tls": True}
+            else:
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await c.get(f"https://127.0.0.1:{port}/v1/models")
+    finally:
+        server.close()

@@ -18,7 +18,7 @@ import pydantic_core
 import zstandard
 
 from llm_router.config import BackendConfig
-from llm_router.transport import PooledTransport
+from llm_router.transport import backend_transport
 
 # Reason categories; each is a label value in metrics, so the set stays small.
 CONNECT_ERROR = "connect_error"
@@ -110,10 +110,13 @@ class OpenAIBackend:
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         # One connection pool per backend for the life of the process. Requests go straight to
-        # the transport: httpx.AsyncClient's layers (cookies, auth flows, redirects, URL
-        # merging) do nothing for us and cost about 0.1 ms a request. No proxy from the
-        # environment is used, so none sees the keys by accident.
-        self._transport = transport or PooledTransport(max_connections=cfg.max_connections)
+        # the transport: for the local engine, httpx.AsyncClient's layers (cookies, auth flows,
+        # redirects, URL merging) do nothing for us and cost about 0.1 ms a request. Which
+        # transport a backend gets (the lean loopback pool or httpx's, with proxies and TLS)
+        # is decided in transport.backend_transport.
+        self._transport = transport or backend_transport(
+            (cfg.base_url, cfg.health_url), max_connections=cfg.max_connections
+        )
 
     async def aclose(self) -> None:
         await self._transport.aclose()

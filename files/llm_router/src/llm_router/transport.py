@@ -1,36 +1,84 @@
-"""A lean HTTP/1.1 transport for httpx, for the router's hot path.
+"""How the router reaches its backends: two transports, chosen in one place.
 
-httpx's default transport (httpcore) costs about half a millisecond of CPU per request, most
-of it in connection-pool bookkeeping that polls every idle socket on every request. The
-router adds that to every call it forwards, so it uses this transport instead: the same
-``httpx.AsyncClient`` interface (timeouts, headers, content decoding, errors), with a plain
-last-in-first-out pool of keep-alive connections on asyncio streams.
+:func:`backend_transport` picks, per backend:
 
-It speaks only what OpenAI-compatible engines need: HTTP/1.1 over TCP or TLS, request bodies
-sent whole, response bodies framed by Content-Length, chunked encoding or connection close.
-No proxies, no HTTP/2, no ``Expect: 100-continue``.
+* :class:`PooledTransport`, a lean HTTP/1.1 pool of our own, for plain-HTTP backends on this
+  host's loopback (the local engine, the hot path). httpx's default transport (httpcore) costs
+  about half a millisecond of CPU per request, most of it in connection-pool bookkeeping that
+  polls every idle socket on every request; the router would add that to every call it
+  forwards. Loopback needs neither TLS nor a proxy, so this pool has neither: it speaks only
+  what OpenAI-compatible engines need (request bodies sent whole, response bodies framed by
+  Content-Length, chunked encoding or connection close; no HTTP/2, no ``Expect``).
+* :class:`StockTransport`, httpx's own client stack, for every other backend (the cloud
+  gateway, an engine on another machine): proxies from the service's environment
+  (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and TLS verified against the
+  host's trust store (OpenSSL's default paths, which ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+  override), so a company CA installed with ``update-ca-certificates`` is trusted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import httpx
 
 _MAX_HEAD = 64 * 1024
 _READ_SIZE = 64 * 1024
-_Key = tuple[str, str, int]
+_Key = tuple[str, int]
 
 
-def _ssl_context() -> ssl.SSLContext:
+def is_loopback_http(url: str | httpx.URL) -> bool:
+    """A plain-HTTP URL whose host is this machine's loopback (127.0.0.0/8, ::1, localhost)."""
+    parsed = httpx.URL(url)
+    if parsed.scheme != "http":
+        return False
+    host = parsed.host.lower()
+    if host == "localhost":
+        return True
     try:
-        import certifi  # httpx's own CA bundle, so both transports trust the same roots
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-        return ssl.create_default_context(cafile=certifi.where())
-    except ImportError:  # pragma: no cover - certifi comes with httpx
-        return ssl.create_default_context()
+
+def backend_transport(
+    urls: Iterable[str | None], *, max_connections: int
+) -> httpx.AsyncBaseTransport:
+    """The transport for a backend that is reached at ``urls`` (its base and health URLs).
+
+    The lean pool only when every one of them is plain HTTP on loopback; httpx's otherwise.
+    """
+    if all(is_loopback_http(u) for u in urls if u is not None):
+        return PooledTransport(max_connections=max_connections)
+    return StockTransport(max_connections=max_connections)
+
+
+class StockTransport(httpx.AsyncBaseTransport):
+    """httpx's stock client stack behind the transport interface the backends call.
+
+    The client, not a bare ``AsyncHTTPTransport``, because proxy selection from the
+    environment (including ``NO_PROXY``) lives in ``httpx.AsyncClient``. Requests arrive
+    fully built, with their timeouts in ``request.extensions``; redirects are not followed.
+    """
+
+    def __init__(self, *, max_connections: int = 100) -> None:
+        self._client = httpx.AsyncClient(
+            verify=ssl.create_default_context(),  # the host's trust store, not certifi's
+            trust_env=True,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            follow_redirects=False,
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._client.send(request, stream=True)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 class _Connection:
@@ -52,11 +100,12 @@ class _Connection:
 
 
 class PooledTransport(httpx.AsyncBaseTransport):
+    """Keep-alive HTTP/1.1 over plain TCP: a last-in-first-out pool of asyncio streams."""
+
     def __init__(self, *, max_connections: int = 100, max_idle: int = 100) -> None:
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: dict[_Key, list[_Connection]] = {}
         self._max_idle = max_idle
-        self._ssl: ssl.SSLContext | None = None
 
     async def aclose(self) -> None:
         for conns in self._idle.values():
@@ -65,6 +114,12 @@ class PooledTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "http":
+            # No TLS here by design: backend_transport() gives https backends httpx's stack.
+            raise httpx.UnsupportedProtocol(
+                f"the lean transport speaks plain http only, not {request.url.scheme}",
+                request=request,
+            )
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         try:
             await asyncio.wait_for(self._slots.acquire(), timeouts.get("pool"))
@@ -121,9 +176,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
 
     async def _connection(self, request: httpx.Request, timeout: float | None) -> _Connection:
         url = request.url
-        scheme = url.scheme
-        port = url.port or (443 if scheme == "https" else 80)
-        key: _Key = (scheme, url.host, port)
+        port = url.port or 80
+        key: _Key = (url.host, port)
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -131,12 +185,9 @@ class PooledTransport(httpx.AsyncBaseTransport):
                 conn.reused = True
                 return conn
             conn.close()
-        tls: ssl.SSLContext | None = None
-        if scheme == "https":
-            tls = self._ssl = self._ssl or _ssl_context()
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(url.host, port, ssl=tls, limit=_MAX_HEAD), timeout
+                asyncio.open_connection(url.host, port, limit=_MAX_HEAD), timeout
             )
         except asyncio.TimeoutError:
             raise httpx.ConnectTimeout("connect timed out", request=request) from None
