@@ -22,10 +22,11 @@ help:
 	@echo "make lab-destroy | clean"
 
 # The controller toolchain, pinned in requirements.txt; rebuilt when it changes.
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt files/llm_router/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -e 'files/llm_router[test]'
 	touch $@
 
 venv: $(BIN)/.installed
@@ -46,9 +47,14 @@ lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ansible-playbook site.yml --syntax-check
+	$(BIN)/ruff check --config files/llm_router/pyproject.toml tests/router tests/standins/cloud_api.py benchmarks
+	cd files/llm_router && $(abspath $(BIN))/ruff check && $(abspath $(BIN))/ruff format --check \
+	  && $(abspath $(BIN))/mypy --python-version 3.10
 
-unit: venv
-	$(BIN)/pytest -q tests/unit
+# Unit tests of the plugins and lab tools, and the router's own tests (its
+# end-to-end tests run against the real llama-server and model from the cache).
+unit: fixtures
+	eval "$$($(LABCTL) env)" && $(BIN)/pytest -q tests/unit tests/router
 
 molecule: serve
 	@export MI50_FIXTURES_URL=$$($(LABCTL) serve); \

@@ -199,6 +199,14 @@ def fixture_builders() -> dict[str, Path]:
     return {p.stem: p for p in sorted(FIXTURES.glob("*.py")) if not p.name.startswith("_")}
 
 
+def load_fixture(name: str):
+    spec = importlib.util.spec_from_file_location(f"fixture_{name}", fixture_builders()[name])
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def build_fixtures(names: list[str]) -> None:
     """Run the fixture builders; each one decides itself whether its output is current."""
     builders = fixture_builders()
@@ -207,10 +215,7 @@ def build_fixtures(names: list[str]) -> None:
         sys.exit(f"labctl: unknown fixture builder(s): {', '.join(sorted(unknown))}")
     WWW.mkdir(parents=True, exist_ok=True)
     for name in names or list(builders):
-        spec = importlib.util.spec_from_file_location(f"fixture_{name}", builders[name])
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = load_fixture(name)
         started = time.monotonic()
         module.build(cache=CACHE, www=WWW)
         log(f"fixture {name}: ready ({time.monotonic() - started:.1f} s)")
@@ -266,6 +271,9 @@ def print_env() -> None:
         "MI50_CACHE_DIR": str(CACHE),
         "MI50_LAB_IMAGE": LAB_IMAGE,
         "MI50_FIXTURES_URL": fixture_url(),
+        # The real engine and model the router's end-to-end tests run against.
+        "MI50_LLAMA_SERVER": str(load_fixture("llamacpp").server_path(CACHE)),
+        "MI50_TEST_MODEL": str(load_fixture("model").model_path(CACHE)),
     }
     for key, value in values.items():
         print(f"export {key}={json.dumps(value)}")
