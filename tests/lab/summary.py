@@ -16,6 +16,8 @@ import sys
 CONTAINER = os.environ.get("MI50_LAB_CONTAINER", "mi50-lab")
 FACTS_DIR = "/etc/ansible/facts.d"
 REPORT = "/var/lib/mi50-llm-stack/report.json"
+# The report's JSON keys are sorted; stages are shown in the order they run.
+STAGE_ORDER = ["preflight", "diagnose", "gpu", "engine", "router", "smoke"]
 
 
 def sh(command: str) -> tuple[int, str]:
@@ -64,10 +66,25 @@ def main() -> int:
     report = read_json(REPORT)
     if report and report.get("smoke"):
         smoke = report["smoke"]
-        row("Smoke compression", f"{smoke.get('result')} via {smoke.get('backend')} "
-                                 f"(ratio {smoke.get('ratio')}, quality {smoke.get('quality')})")
+        row("Smoke compression", f"served by {smoke.get('backend')} ({smoke.get('method')}), "
+                                 f"ratio {smoke.get('ratio')}, quality {smoke.get('quality')}, "
+                                 f"round trip {'exact' if smoke.get('round_trip_equal') else 'not exact'}")
+        for backend, why in (smoke.get("passed_over") or {}).items():
+            row(f"  {backend} passed over", why)
+    if report and report.get("stages_s"):
+        stages = sorted(report["stages_s"].items(),
+                        key=lambda kv: STAGE_ORDER.index(kv[0]) if kv[0] in STAGE_ORDER else len(STAGE_ORDER))
+        row("Stages (s)", ", ".join(f"{k} {v}" for k, v in stages)
+            + f" (total {report.get('total_s')})")
     if not facts:
         row("Recorded facts", "none yet (only preflight has run)")
+    if router:
+        # The router listens on the container's loopback; the lab image has no curl.
+        cli = "/opt/llm-router/venv/bin/llm-router"
+        print("\nTry next:")
+        print(f"  docker exec {CONTAINER} {cli} compress /etc/os-release")
+        print(f"  docker exec {CONTAINER} sh -c '{cli} compress /etc/os-release | {cli} reconstruct'")
+        print(f"  docker exec {CONTAINER} journalctl -u {router.get('service', 'llm-router')} -n 20")
     print()
     return 0
 
