@@ -79,6 +79,10 @@ ROCBLAS_633_OTHER = [
     "TensileLibrary_Type_4xi8I_HPA_Contraction_l_Ailk_Bjlk_Cijk_Dijk_gfx90a.dat",
 ]
 
+# The DKMS module version of amdgpu-dkms; @SUITE_VERSION@ (22.04, 24.04) is
+# filled in per suite by the mirror builder, in file paths, files and scripts.
+AMDGPU_DKMS_VERSION = "6.12.12-2187269.@SUITE_VERSION@"
+
 STANDIN = "STAND-IN (mi50-llm-stack tests): not AMD's software; no real code or kernels inside."
 
 
@@ -89,8 +93,9 @@ def _placeholders(prefix: str, names: list[str]) -> dict[str, str]:
 # Each entry: name, version (without the per-suite suffix), suffix style
 # ("~" + 22.04 for ROCm, "." + 22.04 for the amdgpu driver packages), arch,
 # repository root, Depends (with {v:<package>} for "= that package's version"),
-# description, files {path in package: "@standin:<what>" | "file:<name in this dir>"},
-# optional maintainer scripts {postinst|prerm: file name in this dir}.
+# description, files {path in package: "@standin:<what>" | "file:<name in this dir>" | "text:<content>"},
+# optional maintainer scripts {postinst|prerm: file name in this dir}. "@SUITE_VERSION@"
+# in paths, "file:"/"text:" contents and scripts becomes the suite's 22.04 or 24.04.
 PACKAGES = [
     {
         "name": "rocm-core", "version": "6.4.2.60402-120", "suffix": "~", "arch": "amd64", "repo": ROCM_642,
@@ -184,13 +189,20 @@ PACKAGES = [
         "files": {"usr/share/doc/amdgpu-dkms-firmware/STANDIN": "@standin:amdgpu-dkms-firmware"},
     },
     {
-        # The real package builds amdgpu.ko with DKMS for the running kernel;
-        # the stand-in installs only a note and builds nothing.
+        # The real package hands amdgpu's source to DKMS, which builds amdgpu.ko
+        # for the running kernel when that kernel's headers are installed (a
+        # dh_dkms postinst). The stand-in does the same with the real dkms, but
+        # its source only writes a placeholder amdgpu.ko (dkms.conf's MAKE).
+        # DKMS names the module amdgpu/<driver version>-<build>.<suite version>,
+        # e.g. amdgpu/6.12.12-2187269.22.04 (AMD's `dkms status` sample output).
         "name": "amdgpu-dkms", "version": "1:6.12.12.60402-2187269", "suffix": ".", "arch": "all",
-        "repo": AMDGPU_642, "depends": ["amdgpu-dkms-firmware ({v:amdgpu-dkms-firmware})"],
+        "repo": AMDGPU_642, "depends": ["dkms", "amdgpu-dkms-firmware ({v:amdgpu-dkms-firmware})"],
         "description": "amdgpu kernel module (DKMS) for ROCm 6.4.2",
-        "files": {"usr/src/amdgpu-6.12.12-2187269/STANDIN": "@standin:amdgpu-dkms sources (none: the stand-in builds no module)"},
-        "scripts": {"postinst": "amdgpu-dkms.postinst"},
+        "files": {
+            f"usr/src/amdgpu-{AMDGPU_DKMS_VERSION}/dkms.conf": "file:amdgpu-dkms.conf",
+            f"usr/src/amdgpu-{AMDGPU_DKMS_VERSION}/amd/dkms/standin-build.sh": "file:amdgpu-dkms-build.sh",
+        },
+        "scripts": {"postinst": "amdgpu-dkms.postinst", "prerm": "amdgpu-dkms.prerm"},
     },
     {
         "name": "rocblas", "version": "4.3.0.60303-74", "suffix": "~", "arch": "amd64", "repo": ROCM_633,

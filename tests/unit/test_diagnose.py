@@ -1,0 +1,276 @@
+"""The diagnose role's judgement (roles/diagnose/filter_plugins/diagnose.py) and
+the dpkg --verify reading behind the tier roles' package repair: each finding
+appears when its condition holds and only then, and says what repair does."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+from ansible_collections.mi50.stack.plugins.modules import dpkg_verify
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("diagnose_filters", ROOT / "roles/diagnose/filter_plugins/diagnose.py")
+diagnose = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(diagnose)
+
+KERNEL = "6.8.0-45-generic"
+MI50 = {"address": "0000:03:00.0", "name": "Vega 20 [Radeon Instinct MI50/MI60]", "gfx_target": "gfx906",
+        "driver": "amdgpu", "vendor_id": "0x1002"}
+PROBE_OK = {"ok": True, "reason": "", "device": {"name": "AMD Instinct MI50/MI60"}}
+
+# A healthy box on rocm, with vulkan as a working fallback.
+HEALTHY = {
+    "kernel": KERNEL,
+    "gpus": [MI50],
+    "module": {"name": "amdgpu", "path": "/sys/module/amdgpu", "loaded": True, "initstate": "live"},
+    "headers": True,
+    "nodes": {"kfd": True, "render": ["/dev/dri/renderD128"]},
+    "dkms": {"available": True, "status": f"amdgpu/6.12.12-2187269.24.04, {KERNEL}, x86_64: installed\n"},
+    "reboot_pending": [],
+    "gpu_fact": {"tier": "rocm", "order": ["rocm", "vulkan", "opencl"], "available": ["rocm", "vulkan"],
+                 "device": {"name": "AMD Instinct MI50/MI60", "software": False}, "rejected": {"opencl": "no ICD"}},
+    "order": ["rocm", "vulkan", "opencl"],
+    "probes": {"rocm": PROBE_OK, "vulkan": {"ok": True, "reason": "", "device": {"name": "AMD Radeon (RADV VEGA20)"}},
+               "opencl": {"ok": False, "reason": "clinfo lists no OpenCL platform", "device": None}},
+    "engine": {"fact": {"engine": "ollama", "version": "0.12.3", "tier": "rocm", "service": "ollama.service",
+                        "health_url": "http://127.0.0.1:11434/api/version",
+                        "models": ["qwen2.5:7b-instruct-q4_K_M", "llama3.1:8b-instruct-q4_K_M"]},
+               "unit": {"LoadState": "loaded", "ActiveState": "active", "UnitFileState": "enabled"},
+               "health": {"status": 200, "msg": ""},
+               "models": {"served": ["qwen2.5:7b-instruct-q4_K_M", "llama3.1:8b-instruct-q4_K_M"]}},
+    "router": {"fact": {"url": "http://127.0.0.1:8090", "service": "llm-router.service",
+                        "config": "/etc/llm-router/config.yml"},
+               "unit": {"LoadState": "loaded", "ActiveState": "active", "UnitFileState": "enabled"},
+               "ready": {"status": 200, "msg": ""}, "config": {"checked": True, "rc": 0, "msg": ""}},
+}
+
+
+def state(**changes) -> dict:
+    """HEALTHY with dotted-path changes: state(**{"engine.unit.ActiveState": "failed"})."""
+    result = copy.deepcopy(HEALTHY)
+    for path, value in changes.items():
+        *parents, last = path.split(".")
+        target = result
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return result
+
+
+def ids(s: dict) -> list[str]:
+    return [f["id"] for f in diagnose.diagnose_findings(s)]
+
+
+def test_a_healthy_box_has_no_findings():
+    assert ids(HEALTHY) == []
+    assert diagnose.diagnose_lines({"findings": []}) == ["No problem found: every check passed."]
+
+
+KERNEL_UPDATE = {
+    "module.loaded": False, "module.initstate": "", "headers": False,
+    "nodes": {"kfd": False, "render": []},
+    "dkms.status": "amdgpu/6.12.12-2187269.24.04, 6.8.0-40-generic, x86_64: installed\n",
+    "probes.rocm": {"ok": False, "reason": "rocminfo lists no GPU agent: ROCk module is NOT loaded", "device": None},
+}
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    (KERNEL_UPDATE, ["dkms_not_built", "module_not_loaded", "device_nodes_missing", "tier_failing"]),
+    ({"dkms.status": "amdgpu/6.12.12-2187269.24.04: added\n"}, ["dkms_not_built"]),
+    ({"dkms.status": "", "dkms.available": False}, []),
+    ({"gpus": [dict(MI50, driver="vfio-pci")]}, ["gpu_driver_unbound"]),
+    ({"reboot_pending": ["amdgpu-dkms"]}, ["reboot_pending"]),
+    ({"gpus": []}, ["gpu_missing"]),
+    ({"gpu_fact": {}}, ["gpu_tier_missing"]),
+    ({"probes.vulkan": {"ok": False, "reason": "vulkaninfo lists no GPU device", "device": None}}, ["fallback_lost"]),
+    ({"engine.fact": {}}, ["engine_missing"]),
+    ({"engine.unit.ActiveState": "inactive", "engine.unit.UnitFileState": "disabled"}, ["engine_down"]),
+    ({"engine.unit.LoadState": "not-found"}, ["engine_down"]),
+    ({"engine.unit.UnitFileState": "disabled"}, ["engine_disabled"]),
+    ({"engine.health": {"status": -1, "msg": "The read operation timed out"}}, ["engine_unhealthy"]),
+    ({"engine.models.served": ["qwen2.5:7b-instruct-q4_K_M"]}, ["models_missing"]),
+    ({"engine.models.served": None}, []),
+    ({"engine.fact.tier": "vulkan"}, ["engine_tier_mismatch"]),
+    ({"router.fact": {}}, ["router_missing"]),
+    ({"router.unit.ActiveState": "failed"}, ["router_down"]),
+    ({"router.unit.UnitFileState": "disabled"}, ["router_disabled"]),
+    ({"router.ready": {"status": 503, "msg": "HTTP Error 503"}}, ["router_not_ready"]),
+    ({"router.config": {"checked": True, "rc": 2, "msg": "error: /etc/llm-router/config.yml: bad"}},
+     ["router_config_invalid"]),
+], ids=["kernel-update", "dkms-added-only", "no-dkms", "unbound", "reboot", "card-gone", "no-tier", "fallback-lost",
+        "no-engine", "engine-stopped", "engine-not-installed", "engine-disabled", "engine-hung", "model-gone",
+        "models-unlisted", "engine-other-tier", "no-router", "router-failed", "router-disabled", "router-503",
+        "router-config"])
+def test_each_condition_gives_its_finding(changes, expected):
+    assert ids(state(**changes)) == expected
+
+
+def test_a_kernel_update_says_headers_first_and_names_the_kernels():
+    findings = {f["id"]: f for f in diagnose.diagnose_findings(state(**KERNEL_UPDATE))}
+    dkms = findings["dkms_not_built"]
+    assert "built for 6.8.0-40-generic only, not for the running kernel 6.8.0-45-generic" in dkms["problem"]
+    assert "headers are missing" in dkms["problem"]
+    assert dkms["action"].startswith("install linux-headers-6.8.0-45-generic first")
+    assert "dkms autoinstall -k 6.8.0-45-generic" in dkms["manual"]
+    assert "next reboot" in findings["module_not_loaded"]["action"]
+
+
+def test_a_module_missing_without_dkms_is_not_promised_a_rebuild():
+    finding = diagnose.diagnose_findings(state(**{"module.loaded": False, "dkms.status": ""}))[0]
+    assert finding["id"] == "module_not_loaded"
+    assert finding["action"].startswith("none for the module itself")
+
+
+def test_a_tier_that_passes_again_above_the_recorded_one_moves_up():
+    recorded_vulkan = {"gpu_fact.tier": "vulkan", "engine.fact.tier": "vulkan"}
+    findings = diagnose.diagnose_findings(state(**recorded_vulkan))
+    assert [(f["id"], f["severity"]) for f in findings] == [("tier_recovered", "change")]
+    assert findings[0]["action"] == "move back up to rocm and reconfigure the engine for it"
+    failing = {**recorded_vulkan, "probes.rocm": {"ok": False, "reason": "ROCk module is NOT loaded", "device": None}}
+    assert [(f["id"], f["severity"]) for f in diagnose.diagnose_findings(state(**failing))] == [
+        ("tier_preferred_failing", "notice")]
+
+
+def test_a_box_without_gpu_on_the_cpu_tier_only_gets_a_notice():
+    lab = state(**{"gpus": [], "gpu_fact.tier": "cpu", "gpu_fact.available": [], "gpu_fact.device": None,
+                   "engine.fact.tier": "cpu", "dkms.status": "", "nodes": {"kfd": False, "render": []},
+                   "probes": {t: {"ok": False, "reason": "no GPU", "device": None} for t in ("rocm", "vulkan", "opencl")}})
+    assert [(f["id"], f["severity"]) for f in diagnose.diagnose_findings(lab)] == [("no_gpu", "notice")]
+
+
+def test_lines_name_the_finding_and_what_repair_does():
+    line = diagnose.diagnose_lines({"findings": diagnose.diagnose_findings(state(**{"engine.unit.ActiveState": "inactive"}))})
+    assert line == ["PROBLEM [engine_down] ollama (ollama.service) is inactive => repair: enable and start it "
+                    "(engine stage, which also restores its unit and configuration) "
+                    "(by hand: `journalctl -u ollama.service -n 50` says why)"]
+
+
+def test_the_catalogue_names_every_finding_and_only_those():
+    """The README's troubleshooting table is built from CATALOGUE: it must match what the role can say."""
+    import re
+    source = (ROOT / "roles/diagnose/filter_plugins/diagnose.py").read_text()
+    emitted = set(re.findall(r'_finding\(\s*"(\w+)"', source))
+    assert emitted == set(diagnose.CATALOGUE)
+    produced = set()
+    for changes in [KERNEL_UPDATE, {"gpus": []}, {"gpu_fact": {}}, {"engine.fact": {}}, {"router.fact": {}}]:
+        produced |= set(ids(state(**changes)))
+    assert produced <= set(diagnose.CATALOGUE)
+
+
+def test_compare_says_what_moved_what_was_repaired_and_what_remains():
+    broken = state(**KERNEL_UPDATE, **{"engine.unit.ActiveState": "inactive"})
+    after = state(**{**KERNEL_UPDATE, "dkms.status": HEALTHY["dkms"]["status"], "headers": True,
+                     "gpu_fact.tier": "vulkan", "gpu_fact.rejected": {"rocm": "rocminfo: ROCk module is NOT loaded"},
+                     "engine.fact.tier": "vulkan"})
+    report = lambda s: {"findings": diagnose.diagnose_findings(s), "summary": diagnose.diagnose_summary(s), "state": s}  # noqa: E731
+    comparison = diagnose.diagnose_compare(report(after), report(broken))
+    assert comparison["tier_change"] == {"from": "rocm", "to": "vulkan", "why": "rocminfo: ROCk module is NOT loaded"}
+    assert any("DKMS has amdgpu" in p for p in comparison["repaired"])
+    assert any("is inactive" in p for p in comparison["repaired"])
+    assert any("amdgpu kernel module is not loaded" in p for p in comparison["remaining"])
+    lines = diagnose.diagnose_compare_lines(comparison)
+    assert "tier: rocm (fails its probe) -> vulkan (passes its probe)" in lines
+    assert "engine: ollama 0.12.3 on rocm: inactive -> ollama 0.12.3 on vulkan: healthy" in lines
+    assert "tier moved rocm -> vulkan: rocminfo: ROCk module is NOT loaded" in lines
+
+
+@pytest.mark.parametrize(("msg", "reason"), [
+    ("Status code was -1 and not [200]: Request failed: <urlopen error [Errno 111] Connection refused>",
+     "[Errno 111] Connection refused"),
+    ("Status code was 503 and not [200]: HTTP Error 503: Service Unavailable", "HTTP Error 503: Service Unavailable"),
+])
+def test_http_failures_are_shortened_to_their_reason(msg, reason):
+    assert diagnose.diagnose_http_reason(msg) == reason
+
+
+# --------------------------------------------------------------------- the kernel side, read in one call
+
+_kspec = importlib.util.spec_from_file_location("gpu_kernel_state", ROOT / "roles/diagnose/library/gpu_kernel_state.py")
+gpu_kernel_state = importlib.util.module_from_spec(_kspec)
+_kspec.loader.exec_module(gpu_kernel_state)
+
+
+def kernel_params(root: Path) -> dict:
+    return {"sysfs_root": str(root / "sys"), "module": "amdgpu", "headers_dir": None, "kfd": str(root / "dev/kfd"),
+            "dri_dir": str(root / "dev/dri"), "reboot_pkgs": str(root / "run/reboot-required.pkgs")}
+
+
+def test_kernel_state_of_a_card_with_its_driver_loaded(tmp_path):
+    (tmp_path / "sys/module/amdgpu").mkdir(parents=True)
+    (tmp_path / "sys/module/amdgpu/initstate").write_text("live\n")
+    (tmp_path / "dev/dri").mkdir(parents=True)
+    for name in ("dev/kfd", "dev/dri/renderD129", "dev/dri/renderD128", "dev/dri/card0"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/reboot-required.pkgs").write_text("amdgpu-dkms\nlinux-image-6.8.0-45-generic\n")
+    status = f"amdgpu/6.12.12-2187269.24.04, {KERNEL}, x86_64: installed\n"
+    got = gpu_kernel_state.gather(dict(kernel_params(tmp_path), headers_dir=str(tmp_path)), KERNEL,
+                                  lambda: (0, status))
+    assert got["module"] == {"path": str(tmp_path / "sys/module/amdgpu"), "exists": True, "initstate": "live"}
+    assert got["headers"] is True and got["kernel"] == KERNEL
+    assert got["nodes"] == {"kfd": True, "render": [str(tmp_path / "dev/dri/renderD128"),
+                                                    str(tmp_path / "dev/dri/renderD129")]}
+    assert got["dkms"] == {"available": True, "status": status}
+    assert got["reboot_pending"] == ["amdgpu-dkms", "linux-image-6.8.0-45-generic"]
+    assert diagnose.dkms_entries(got["dkms"]["status"])[0]["kernel"] == KERNEL
+
+
+def test_kernel_state_without_module_nodes_headers_or_dkms(tmp_path):
+    got = gpu_kernel_state.gather(kernel_params(tmp_path), "6.99.0-standin", None)
+    assert got["module"]["exists"] is False and got["module"]["initstate"] == ""
+    assert got["headers"] is False  # /lib/modules/6.99.0-standin/build/include
+    assert got["nodes"] == {"kfd": False, "render": []}
+    assert got["dkms"] == {"available": False, "status": ""}
+    assert got["reboot_pending"] == []
+
+
+# --------------------------------------------------------------------- dpkg --verify
+
+VERIFY = {
+    "mesa-vulkan-drivers:amd64": "missing     /usr/share/vulkan/icd.d/lvp_icd.x86_64.json\n",
+    "pocl-opencl-icd:amd64": "missing   c /etc/OpenCL/vendors/pocl.icd\n",
+    "clinfo": "??5??????   /usr/bin/clinfo\n",
+    "dkms": "??5?????? c /etc/kernel/postinst.d/dkms\n",
+    "libvulkan1:amd64": "",
+}
+
+
+def test_dpkg_verify_lines_are_read_with_their_state():
+    assert dpkg_verify.parse_verify(VERIFY["pocl-opencl-icd:amd64"] + VERIFY["clinfo"]) == [
+        {"path": "/etc/OpenCL/vendors/pocl.icd", "state": "missing", "conffile": True},
+        {"path": "/usr/bin/clinfo", "state": "changed", "conffile": False},
+    ]
+
+
+def test_missing_or_changed_files_are_reinstalled_and_edited_conffiles_kept():
+    versions = {name: "1.0-1" for name in VERIFY}
+    result = dpkg_verify.summarize(versions, VERIFY)
+    assert result["broken"] == ["clinfo", "mesa-vulkan-drivers:amd64", "pocl-opencl-icd:amd64"]
+    assert result["reinstall"] == ["clinfo=1.0-1", "mesa-vulkan-drivers:amd64=1.0-1", "pocl-opencl-icd:amd64=1.0-1"]
+    assert result["missing_conffiles"] == ["pocl-opencl-icd:amd64"]
+    assert result["edited_conffiles"] == {"dkms": ["/etc/kernel/postinst.d/dkms"]}
+    assert "libvulkan1:amd64" not in result["problems"]
+
+
+# --------------------------------------------------------------------- repair.yml's shape
+
+def test_repair_diagnoses_first_and_check_mode_stops_after_the_diagnosis():
+    """`repair.yml --check` is the diagnosis only: every play that could change
+    the box after it (the stages, the restarts, the record) is skipped in check mode."""
+    import yaml
+
+    plays = yaml.safe_load((ROOT / "playbooks/repair.yml").read_text())
+    assert plays[0]["tasks"][0]["ansible.builtin.include_role"]["name"] == "diagnose"
+    assert {"diagnose", "always"} <= set(plays[0]["tags"])
+    guarded = "not ansible_check_mode"
+    for play in plays[1:]:
+        if "ansible.builtin.import_playbook" in play:
+            if play["ansible.builtin.import_playbook"] != "preflight.yml":  # read-only, runs in check mode
+                assert play.get("when") == guarded, play["name"]
+        else:
+            assert [task.get("when") for task in play["tasks"]] == [guarded] * len(play["tasks"]), play["name"]
+    stages = [p["ansible.builtin.import_playbook"] for p in plays if "ansible.builtin.import_playbook" in p]
+    assert stages == ["preflight.yml", "gpu.yml", "engine.yml", "router.yml", "smoke.yml", "report.yml"]
