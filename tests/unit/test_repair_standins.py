@@ -25,20 +25,10 @@ def load(path: Path, name: str):
 
 
 @pytest.fixture
-def card(tmp_path, monkeypatch):
-    simulate = load(STANDINS / "rocm" / "simulate-gpu", "standin_simulate_gpu_unload")
-    rocminfo = load(STANDINS / "rocm" / "rocminfo", "standin_rocminfo_unload")
-    root = tmp_path / "mi50-standin"
-    monkeypatch.setattr(simulate, "ROOT", root)
-    monkeypatch.setattr(simulate, "SYS", root / "sys")
-    monkeypatch.setattr(simulate, "PCI", root / "sys/bus/pci/devices/0000:03:00.0")
-    monkeypatch.setattr(simulate, "NODES", root / "sys/class/kfd/kfd/topology/nodes")
-    monkeypatch.setattr(simulate, "DEVICES", [tmp_path / "dev/kfd", tmp_path / "dev/dri/renderD128"])
-    monkeypatch.setattr(simulate.os, "chown", lambda *args: None)
-    monkeypatch.setattr(rocminfo, "SYSFS", root / "sys")
-    monkeypatch.setattr(rocminfo, "KFD", tmp_path / "dev/kfd")
-    simulate.add()
-    return simulate, rocminfo, root / "sys"
+def card(simulated):
+    """A simulated MI50 with its driver loaded."""
+    simulated[0].add()
+    return simulated
 
 
 def test_unload_keeps_the_card_and_drops_its_driver(card, capsys):

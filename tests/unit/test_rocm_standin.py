@@ -70,30 +70,13 @@ def test_only_the_633_rocblas_carries_gfx906():
     assert not [f for f in PACKAGES.ROCBLAS_633_OTHER if "gfx906" in f]
 
 
-@pytest.fixture
-def simulated(tmp_path, monkeypatch):
-    """simulate-gpu and the stand-in rocminfo, pointed at a temporary root instead of /run and /dev."""
-    simulate = load(STANDINS / "simulate-gpu", "standin_simulate_gpu")
-    rocminfo = load(STANDINS / "rocminfo", "standin_rocminfo")
-    root = tmp_path / "mi50-standin"
-    monkeypatch.setattr(simulate, "ROOT", root)
-    monkeypatch.setattr(simulate, "SYS", root / "sys")
-    monkeypatch.setattr(simulate, "PCI", root / "sys/bus/pci/devices/0000:03:00.0")
-    monkeypatch.setattr(simulate, "NODES", root / "sys/class/kfd/kfd/topology/nodes")
-    monkeypatch.setattr(simulate, "DEVICES", [tmp_path / "dev/kfd", tmp_path / "dev/dri/renderD128"])
-    monkeypatch.setattr(simulate.os, "chown", lambda *args: None)
-    monkeypatch.setattr(rocminfo, "SYSFS", root / "sys")
-    monkeypatch.setattr(rocminfo, "KFD", tmp_path / "dev/kfd")
-    return simulate, rocminfo
-
-
 def run_rocminfo(rocminfo, capsys) -> tuple[int, dict]:
     code = rocminfo.main()
     return code, parse_rocminfo(capsys.readouterr().out)
 
 
 def test_simulated_mi50_is_a_gfx906_gpu_agent(simulated, capsys):
-    simulate, rocminfo = simulated
+    simulate, rocminfo, _ = simulated
     simulate.add()
     code, parsed = run_rocminfo(rocminfo, capsys)
     assert code == 0
@@ -104,7 +87,7 @@ def test_simulated_mi50_is_a_gfx906_gpu_agent(simulated, capsys):
 
 def test_without_the_driver_rocminfo_fails_like_the_real_one(simulated, capsys):
     """Byte for byte what Debian 13's real rocminfo 6.1.2 printed in a container without a GPU."""
-    simulate, rocminfo = simulated
+    simulate, rocminfo, _ = simulated
     simulate.add()
     simulate.remove()
     code = rocminfo.main()
@@ -115,7 +98,7 @@ def test_without_the_driver_rocminfo_fails_like_the_real_one(simulated, capsys):
 
 
 def test_with_the_gpu_node_hidden_only_the_cpu_agent_is_listed(simulated, capsys):
-    simulate, rocminfo = simulated
+    simulate, rocminfo, _ = simulated
     simulate.add()
     simulate.hide()
     code, parsed = run_rocminfo(rocminfo, capsys)
@@ -124,7 +107,7 @@ def test_with_the_gpu_node_hidden_only_the_cpu_agent_is_listed(simulated, capsys
 
 
 def test_without_dev_kfd_rocminfo_says_it_cannot_open_it(simulated, capsys):
-    simulate, rocminfo = simulated
+    simulate, rocminfo, _ = simulated
     simulate.add()
     (simulate.DEVICES[0]).unlink()
     code = rocminfo.main()
