@@ -118,6 +118,73 @@ def test_a_kernel_update_says_headers_first_and_names_the_kernels():
     assert "next reboot" in findings["module_not_loaded"]["action"]
 
 
+# `dkms status` as each dkms prints it (dkms-project/dkms, do_status and do_status_weak): 2.8 on
+# Ubuntu 22.04 separates module and version with a comma, 3.x (Debian 12, Ubuntu 24.04) with a slash.
+JAMMY = "6.12.12-2187269.22.04"
+DKMS_LINES = [
+    (f"amdgpu, {JAMMY}, 6.8.0-40-generic, x86_64: installed",
+     {"module": "amdgpu", "version": JAMMY, "kernel": "6.8.0-40-generic", "arch": "x86_64", "state": "installed",
+      "note": ""}),
+    (f"amdgpu, {JAMMY}: added",
+     {"module": "amdgpu", "version": JAMMY, "kernel": None, "arch": None, "state": "added", "note": ""}),
+    (f"amdgpu, {JAMMY}, 6.8.0-40-generic, x86_64: built",
+     {"module": "amdgpu", "version": JAMMY, "kernel": "6.8.0-40-generic", "arch": "x86_64", "state": "built",
+      "note": ""}),
+    (f"amdgpu, {JAMMY}, 6.8.0-40-generic, x86_64: installed (original_module exists)",
+     {"module": "amdgpu", "version": JAMMY, "kernel": "6.8.0-40-generic", "arch": "x86_64", "state": "installed",
+      "note": "(original_module exists)"}),
+    ("amdgpu/6.12.12-2187269.24.04, 6.8.0-40-generic, x86_64: installed",
+     {"module": "amdgpu", "version": "6.12.12-2187269.24.04", "kernel": "6.8.0-40-generic", "arch": "x86_64",
+      "state": "installed", "note": ""}),
+    ("amdgpu/6.12.12-2187269.24.04: added",
+     {"module": "amdgpu", "version": "6.12.12-2187269.24.04", "kernel": None, "arch": None, "state": "added",
+      "note": ""}),
+    ("amdgpu/6.12.12-2187269.24.04, 6.8.0-40-generic, x86_64: installed (WARNING! Diff between built and installed "
+     "module!)",
+     {"module": "amdgpu", "version": "6.12.12-2187269.24.04", "kernel": "6.8.0-40-generic", "arch": "x86_64",
+      "state": "installed", "note": "(WARNING! Diff between built and installed module!)"}),
+    ("amdgpu/6.12.12-2187269.24.04, 6.8.0-40-generic, x86_64: installed (Original modules exist)",
+     {"module": "amdgpu", "version": "6.12.12-2187269.24.04", "kernel": "6.8.0-40-generic", "arch": "x86_64",
+      "state": "installed", "note": "(Original modules exist)"}),
+    ("amdgpu, 6.12.12, 5.14.0-427.el9.x86_64, x86_64: installed-weak from 5.14.0-362.el9.x86_64",
+     {"module": "amdgpu", "version": "6.12.12", "kernel": "5.14.0-427.el9.x86_64", "arch": "x86_64",
+      "state": "installed-weak", "note": "from 5.14.0-362.el9.x86_64"}),
+    ("Error! Could not locate dkms.conf file.", None),
+]
+
+
+@pytest.mark.parametrize(("line", "entry"), DKMS_LINES,
+                         ids=["2.8-installed", "2.8-added", "2.8-built", "2.8-original", "3.x-installed", "3.x-added",
+                              "3.x-diff-warning", "3.x-original", "weak", "not-a-status-line"])
+def test_dkms_status_lines_of_dkms_2_8_and_3_are_read(line, entry):
+    assert diagnose.dkms_entries(line + "\n") == ([entry] if entry else [])
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (f"amdgpu, {JAMMY}, {KERNEL}, x86_64: installed\n", []),
+    (f"amdgpu, {JAMMY}, {KERNEL}, x86_64: installed (original_module exists)\n", []),
+    (f"amdgpu, {JAMMY}, 6.8.0-40-generic, x86_64: installed\n", ["dkms_not_built"]),
+    (f"amdgpu, {JAMMY}, {KERNEL}, x86_64: built\n", ["dkms_not_built"]),
+    (f"amdgpu, {JAMMY}: added\n", ["dkms_not_built"]),
+    (f"amdgpu/6.12.12-2187269.24.04, {KERNEL}, x86_64: installed (WARNING! Diff between built and installed module!)\n",
+     []),
+], ids=["2.8-here", "2.8-here-original", "2.8-old-kernel", "2.8-built-only", "2.8-added-only", "3.x-here-warning"])
+def test_dkms_not_built_is_judged_from_either_dkms(status, expected):
+    assert ids(state(**{"dkms.status": status})) == expected
+
+
+def test_ubuntu_22_04_after_a_kernel_update_is_told_dkms_lacks_the_running_kernel():
+    """dkms 2.8's comma form: before it was read, a jammy box never heard "not built for this kernel"."""
+    jammy = state(**{**KERNEL_UPDATE, "dkms.status": f"amdgpu, {JAMMY}, 6.8.0-40-generic, x86_64: installed\n"})
+    findings = {f["id"]: f for f in diagnose.diagnose_findings(jammy)}
+    assert list(findings) == ["dkms_not_built", "module_not_loaded", "device_nodes_missing", "tier_failing"]
+    assert findings["dkms_not_built"]["problem"] == (
+        f"DKMS has amdgpu {JAMMY} built for 6.8.0-40-generic only, not for the running kernel {KERNEL} "
+        "(its headers are missing)")
+    assert f"/var/lib/dkms/amdgpu/{JAMMY}/build/make.log" in findings["dkms_not_built"]["manual"]
+    assert findings["module_not_loaded"]["action"].startswith("rebuild it for the running kernel")
+
+
 def test_a_module_missing_without_dkms_is_not_promised_a_rebuild():
     finding = diagnose.diagnose_findings(state(**{"module.loaded": False, "dkms.status": ""}))[0]
     assert finding["id"] == "module_not_loaded"

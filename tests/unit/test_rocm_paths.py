@@ -72,3 +72,28 @@ def test_debian_12_uses_jammy_and_its_packages():
 def test_the_suite_can_be_forced():
     assert render("{{ _rocm_suite }}", rocm_apt_suite="noble") == "noble"
     assert render("{{ _rocm_gfx906_package }}", rocm_apt_suite="noble") == "rocblas=4.3.0.60303-74~24.04"
+
+
+# `dkms status -m amdgpu -v <version> -k <kernel>` as dkms 2.8 (Ubuntu 22.04) and 3.x (Debian 12, Ubuntu 24.04)
+# (dkms-project/dkms, do_status): 2.8 separates module and version with a comma, 3.x with a slash.
+@pytest.mark.parametrize(
+    ("status", "missing"),
+    [
+        ("amdgpu, 6.12.12-2187269.22.04, 6.1.0-28-amd64, x86_64: installed", False),
+        ("amdgpu, 6.12.12-2187269.22.04, 6.1.0-28-amd64, x86_64: installed (original_module exists)", False),
+        ("amdgpu/6.12.12-2187269.22.04, 6.1.0-28-amd64, x86_64: installed", False),
+        ("amdgpu/6.12.12-2187269.22.04, 6.1.0-28-amd64, x86_64: installed (WARNING! Diff between built and installed "
+         "module!)", False),
+        ("amdgpu, 6.12.12-2187269.22.04, 6.1.0-28-amd64, x86_64: built", True),
+        ("amdgpu, 6.12.12-2187269.22.04: added", True),
+        ("amdgpu/6.12.12-2187269.22.04: added", True),
+        ("amdgpu, 6.12.12-2187269.22.04, 6.1.0-27-amd64, x86_64: installed", True),
+        ("", True),
+    ],
+    ids=["2.8-installed", "2.8-original", "3.x-installed", "3.x-diff-warning", "2.8-built-only", "2.8-added",
+         "3.x-added", "2.8-other-kernel", "nothing"],
+)
+def test_dkms_status_of_either_dkms_says_whether_amdgpu_is_missing(status, missing):
+    files = {"stdout": "/usr/src/amdgpu-6.12.12-2187269.22.04\n/usr/src/amdgpu-6.12.12-2187269.22.04/Makefile\n"}
+    got = render("{{ _rocm_dkms_missing }}", __rocm_dkms_files=files, __rocm_dkms_status={"stdout": status + "\n"})
+    assert str(got) == str(missing)

@@ -59,14 +59,30 @@ CATALOGUE = {
 _PROBE_HELP = {
     "rocm": "run /opt/rocm/bin/rocminfo as the service user; check `groups` (render, video) and `ls -l /dev/kfd`",
     "vulkan": "run `vulkaninfo --summary`; the ICD files are in /usr/share/vulkan/icd.d (mesa-vulkan-drivers)",
-    "opencl": "run `clinfo -l`; the ICD files are in /etc/OpenCL/vendors",
+    "opencl": "run `/usr/bin/clinfo -l`; the ICD files are in /etc/OpenCL/vendors",
 }
 
-_DKMS_LINE = re.compile(r"^(?P<module>[^/\s]+)/(?P<version>[^,:\s]+)(?:, (?P<kernel>[^,]+), (?P<arch>[^:]+))?: (?P<state>.+)$")
+# `dkms status` lines, as dkms's do_status() and do_status_weak() print them
+# (github.com/dkms-project/dkms, dkms / dkms.in). dkms 2.8 (Ubuntu 22.04):
+#   amdgpu, 6.12.12-2187269.22.04, 6.8.0-40-generic, x86_64: installed
+#   amdgpu, 6.12.12-2187269.22.04: added
+# dkms 3.x (Debian 12, Ubuntu 24.04):
+#   amdgpu/6.12.12-2187269.24.04, 6.8.0-40-generic, x86_64: installed
+#   amdgpu/6.12.12-2187269.24.04: added            (or: broken)
+# both, for weak modules:
+#   amdgpu, 6.12.12, 5.14.0-1, x86_64: installed-weak from 5.14.0-0
+# A built or installed line may end in notes: " (original_module exists)" (2.8),
+# " (Original modules exist)" (3.x), " (WARNING! Diff between built and installed module!)".
+_DKMS_LINE = re.compile(
+    r"^(?P<module>[^/,:\s]+)(?:/|, )(?P<version>[^/,:\s]+)"
+    r"(?:, (?P<kernel>[^,:\s]+), (?P<arch>[^,:\s]+))?"
+    r": (?P<state>[\w-]+)(?P<note>.*)$")
 
 
 def dkms_entries(text: str) -> list[dict]:
-    """`dkms status` lines as {module, version, kernel, arch, state} (kernel null for "added")."""
+    """`dkms status` lines of dkms 2.8 or 3.x as {module, version, kernel, arch, state, note}: kernel and
+    arch are null for "added" and "broken"; state is the status word (added, built, installed,
+    installed-weak, broken), note the rest of the line ("from <kernel>", "(Original modules exist)")."""
     entries = []
     for line in (text or "").splitlines():
         match = _DKMS_LINE.match(line.strip())
@@ -111,7 +127,7 @@ def _kernel_findings(state: dict) -> list[dict]:
         return out
     cards = "; ".join(_describe_gpu(g) for g in gpus)
     entries = [e for e in dkms_entries((state.get("dkms") or {}).get("status", "")) if e["module"] == name]
-    built_here = [e for e in entries if e["kernel"] == kernel and e["state"].startswith("installed")]
+    built_here = [e for e in entries if e["kernel"] == kernel and e["state"] in ("installed", "installed-weak")]
     elsewhere = sorted({e["kernel"] for e in entries if e["kernel"] and e["kernel"] != kernel})
     dkms_missing = bool(entries) and not built_here
     headers = bool(state.get("headers"))
