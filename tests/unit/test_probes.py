@@ -5,12 +5,14 @@ gpu_backend.fact (docs/architecture.md)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 from ansible_collections.mi50.stack.plugins.filter import probes
 
 DATA = Path(__file__).resolve().parent / "data"
+ROLES = Path(__file__).resolve().parents[2] / "roles"
 
 
 def read(name: str) -> str:
@@ -184,6 +186,95 @@ def test_opencl_probe_names_the_platforms_without_devices():
 def test_opencl_probe_without_an_icd_says_so():
     probe = probes.gpu_probe(run("opencl", read("clinfo/debian12-no-icd.raw")), accept_software=True)
     assert probe["reason"] == "clinfo lists no OpenCL platform (no ICD file in /etc/OpenCL/vendors)"
+
+
+AMD_APP = "AMD Accelerated Parallel Processing"
+MI50_BY_AMD_CLINFO = {"name": "Vega 20", "type": "gpu", "software": False, "gfx_target": "gfx906",
+                      "platform": AMD_APP, "version": "2.0"}
+
+
+def test_clinfo_reads_amds_own_clinfo_on_two_published_mi50s():
+    """AMD's clinfo ignores --raw; its own layout is read as well (ROCm issue #1535)."""
+    parsed = probes.clinfo_raw(read("clinfo/rocm-issue-1535-2x-mi50-amd-clinfo.excerpt"))
+    assert parsed["platforms"] == [{"name": "Clover", "vendor": "Mesa", "version": "1.1"},
+                                   {"name": AMD_APP, "vendor": "Advanced Micro Devices, Inc.", "version": "2.0"}]
+    assert [d for d in parsed["devices"] if d["platform"] == AMD_APP] == [MI50_BY_AMD_CLINFO, MI50_BY_AMD_CLINFO]
+    (clover,) = [d for d in parsed["devices"] if d["platform"] == "Clover"]
+    assert clover["type"] == "gpu" and not clover["software"] and clover["name"].startswith("AMD VEGA20 (DRM")
+
+
+def test_opencl_probe_passes_on_two_mi50s_listed_by_amds_own_clinfo():
+    probe = probes.gpu_probe(run("opencl", read("clinfo/rocm-issue-1535-2x-mi50-amd-clinfo.excerpt")))
+    assert probe["ok"] and probe["reason"] == ""
+    assert [d["gfx_target"] for d in probe["devices"] if d["platform"] == AMD_APP] == ["gfx906", "gfx906"]
+    choice = probes.gpu_tier_choice({"opencl": probe}, ["opencl"])
+    assert choice["fact"]["tier"] == "opencl" and not choice["error"]
+
+
+def test_amd_clinfo_device_without_a_single_type_is_kept_as_unknown():
+    """clinfo.cpp prints only exact single types, and no newline otherwise, so
+    `Vendor ID:` lands on the type line; the device is listed but is no GPU."""
+    text = ("Number of platforms:\t\t\t\t 1\n  Platform Profile:\t\t\t\t FULL_PROFILE\n"
+            "  Platform Version:\t\t\t\t OpenCL 2.1 AMD-APP (3581.0)\n  Platform Name:\t\t\t\t " + AMD_APP + "\n"
+            "  Platform Vendor:\t\t\t\t Advanced Micro Devices, Inc.\n\n\n  Platform Name:\t\t\t\t " + AMD_APP + "\n"
+            "Number of devices:\t\t\t\t 1\n  Device Type:\t\t\t\t\t   Vendor ID:\t\t\t\t\t 1002h\n"
+            "  Name:\t\t\t\t\t\t gfx906:sramecc+:xnack-\n  Version:\t\t\t\t\t OpenCL 2.0 \n")
+    (device,) = probes.clinfo_raw(text)["devices"]
+    assert device["type"] == "unknown" and device["gfx_target"] == "gfx906"
+    assert not probes.gpu_probe(run("opencl", text))["ok"]
+
+
+@pytest.mark.parametrize(("capture", "platforms", "devices"), [
+    ("debian12-no-icd.raw", [], []),
+    ("debian12-pocl.raw", ["Portable Computing Language"], ["cpu"]),
+    ("debian12-pocl-rusticl-clover.raw", ["Portable Computing Language", "rusticl", "Clover"], ["cpu"]),
+    ("debian12-rusticl-clover.raw", ["rusticl", "Clover"], []),
+    ("synthetic-rocm-gfx906.raw", [AMD_APP], ["gpu"]),
+])
+def test_khronos_raw_listings_still_parse_as_before(capture, platforms, devices):
+    parsed = probes.clinfo_raw(read(f"clinfo/{capture}"))
+    assert [p["name"] for p in parsed["platforms"]] == platforms
+    assert [d["type"] for d in parsed["devices"]] == devices
+
+
+# --------------------------------------------------------------------------- one clinfo for every role
+
+def role_yaml(role: str, name: str) -> dict:
+    return yaml.safe_load((ROLES / role / name).read_text())
+
+
+def resolve(command: str, search_path: list) -> str:
+    """Where `timeout` finds a command, assuming the worst: every directory has one."""
+    return command if PurePosixPath(command).is_absolute() else f"{search_path[0]}/{command}"
+
+
+def opencl_probes() -> dict:
+    """The clinfo command each role runs and the PATH it runs under (the opencl role
+    sets none, so it gets whatever the host's; assume ROCm's directory comes first)."""
+    worst = ["/opt/rocm/bin", "/usr/bin"]
+    return {
+        "gpu_backend": (role_yaml("gpu_backend", "vars/main.yml")["_gpu_backend_probe_commands"]["opencl"],
+                        role_yaml("gpu_backend", "defaults/main.yml")["gpu_backend_probe_path"]),
+        "diagnose": (role_yaml("diagnose", "vars/main.yml")["_diagnose_probe_commands"]["opencl"],
+                     role_yaml("diagnose", "defaults/main.yml")["diagnose_probe_path"]),
+        "opencl": (role_yaml("opencl", "vars/main.yml")["_opencl_list_command"], worst),
+    }
+
+
+def test_every_role_runs_the_distributions_clinfo_never_rocms():
+    """ROCm's /opt/rocm/bin/clinfo ignores --raw: the tier probe, diagnose and the
+    opencl role's check all run the Khronos clinfo of the package the opencl role installs."""
+    found = {role: resolve(argv[0], path) for role, (argv, path) in opencl_probes().items()}
+    assert found == {"gpu_backend": "/usr/bin/clinfo", "diagnose": "/usr/bin/clinfo", "opencl": "/usr/bin/clinfo"}
+    assert {tuple(argv) for argv, _path in opencl_probes().values()} == {("/usr/bin/clinfo", "--raw")}
+    assert "clinfo" in role_yaml("opencl", "vars/Debian.yml")["_opencl_base_packages"]
+
+
+@pytest.mark.parametrize("role", ["gpu_backend", "diagnose"])
+def test_rocminfo_is_still_found_under_opt_rocm_bin(role):
+    commands = role_yaml(role, "vars/main.yml")[f"_{role}_probe_commands"]
+    path = role_yaml(role, "defaults/main.yml")[f"{role}_probe_path"]
+    assert resolve(commands["rocm"][0], path) == "/opt/rocm/bin/rocminfo"
 
 
 # --------------------------------------------------------------------------- probe failures

@@ -131,14 +131,76 @@ def vulkaninfo_summary(text: str) -> dict:
 
 # --------------------------------------------------------------------------- clinfo
 
+def _opencl_listing(platforms: list[dict], devices: list[tuple[int, dict]]) -> dict:
+    """The parsed listing from platforms ({name, version, vendor}) and devices
+    (platform number, properties under their CL_* names), whichever clinfo printed them."""
+    result = []
+    for number, dev in devices:
+        platform = platforms[number]
+        types = re.findall(r"CL_DEVICE_TYPE_(\w+)", dev.get("CL_DEVICE_TYPE", ""))
+        kind = next((t.lower() for t in types if t != "DEFAULT"), "unknown")
+        name = dev.get("CL_DEVICE_BOARD_NAME_AMD") or dev.get("CL_DEVICE_NAME", "unknown device")
+        software = kind == "cpu" or bool(_SOFTWARE_NAMES.search(platform["name"] + " " + name))
+        result.append(_device(name, kind, software, _version(dev.get("CL_DEVICE_NAME", ""), r"\b(gfx[0-9a-z]+)"),
+                              platform=platform["name"],
+                              version=_version(dev.get("CL_DEVICE_VERSION", ""), r"OpenCL (\d+\.\d+)")))
+    return {
+        "version": None,
+        "platforms": [dict(p, version=_version(p["version"], r"OpenCL (\d+\.\d+)")) for p in platforms],
+        "devices": result,
+        "message": "",
+    }
+
+
+# AMD's clinfo labels (ROCm/clr opencl/tools/clinfo/clinfo.cpp) of the properties read here.
+_AMD_CLINFO_KEYS = {"Platform Name": "CL_PLATFORM_NAME", "Platform Version": "CL_PLATFORM_VERSION",
+                    "Platform Vendor": "CL_PLATFORM_VENDOR", "Device Type": "CL_DEVICE_TYPE",
+                    "Board name": "CL_DEVICE_BOARD_NAME_AMD", "Name": "CL_DEVICE_NAME",
+                    "Version": "CL_DEVICE_VERSION"}
+
+
+def _clinfo_amd(text: str) -> dict:
+    """Platforms and devices listed by AMD's own clinfo (ROCm's /opt/rocm/bin/clinfo),
+    which ignores --raw. A header block per platform (`  Platform Profile:` first),
+    then each platform again as `  Platform Name:` with its devices, each opening
+    with `  Device Type:`. That line may carry no type: the tool prints only the
+    exact single types, without a newline otherwise."""
+    header: list[dict] = []
+    platforms: list[dict] = []
+    devices: list[tuple[int, dict]] = []
+    for line in text.splitlines():
+        field = re.match(r"^  (\S[^:\t]*?):\s*(.*?)\s*$", line)
+        key = _AMD_CLINFO_KEYS.get(field.group(1)) if field else None
+        if field and field.group(1) == "Platform Profile" and not platforms:
+            header.append({})
+        elif key == "CL_PLATFORM_NAME" and (platforms or not header or key in header[-1]):
+            # The header lists every platform by name once; a second name opens its devices.
+            props = header[len(platforms)] if len(platforms) < len(header) else {}
+            platforms.append({"name": field.group(2), "version": props.get("CL_PLATFORM_VERSION", ""),
+                              "vendor": props.get("CL_PLATFORM_VENDOR", "")})
+        elif key and key.startswith("CL_PLATFORM_") and header and not platforms:
+            header[-1][key] = field.group(2)
+        elif key == "CL_DEVICE_TYPE" and platforms:
+            value = field.group(2).replace("ACCRLERATOR", "ACCELERATOR")  # the tool's own typo
+            devices.append((len(platforms) - 1, {key: value}))
+        elif key and devices:
+            devices[-1][1].setdefault(key, field.group(2))
+    return _opencl_listing(platforms, devices)
+
+
 def clinfo_raw(text: str) -> dict:
     """Platforms and devices listed by `clinfo --raw`.
 
     The header lists each platform's properties in blocks; then each platform
     opens with `[SUFFIX/*] CL_PLATFORM_NAME name` followed by its devices as
     `[SUFFIX/n] CL_DEVICE_...`. Suffixes are not unique (rusticl and Clover are
-    both MESA), so devices belong to the platform opened last."""
+    both MESA), so devices belong to the platform opened last.
+
+    AMD's own clinfo ignores --raw and prints its own layout (`Number of
+    platforms:` first); a host that has only that tool is read as well."""
     text = _clean(text)
+    if re.search(r"(?m)^Number of platforms:", text):
+        return _clinfo_amd(text)
     header: list[dict] = []
     platforms: list[dict] = []
     devices: dict[tuple[int, str], dict] = {}
@@ -159,22 +221,7 @@ def clinfo_raw(text: str) -> dict:
             if plain.group(1) == "CL_PLATFORM_NAME" or not header:
                 header.append({})
             header[-1][plain.group(1)] = plain.group(2)
-    result = []
-    for (number, _index), dev in devices.items():
-        platform = platforms[number]
-        types = re.findall(r"CL_DEVICE_TYPE_(\w+)", dev.get("CL_DEVICE_TYPE", ""))
-        kind = next((t.lower() for t in types if t != "DEFAULT"), "unknown")
-        name = dev.get("CL_DEVICE_BOARD_NAME_AMD") or dev.get("CL_DEVICE_NAME", "unknown device")
-        software = kind == "cpu" or bool(_SOFTWARE_NAMES.search(platform["name"] + " " + name))
-        result.append(_device(name, kind, software, _version(dev.get("CL_DEVICE_NAME", ""), r"\b(gfx[0-9a-z]+)"),
-                              platform=platform["name"],
-                              version=_version(dev.get("CL_DEVICE_VERSION", ""), r"OpenCL (\d+\.\d+)")))
-    return {
-        "version": None,
-        "platforms": [dict(p, version=_version(p["version"], r"OpenCL (\d+\.\d+)")) for p in platforms],
-        "devices": result,
-        "message": "",
-    }
+    return _opencl_listing(platforms, [(number, dev) for (number, _index), dev in devices.items()])
 
 
 PARSERS = {"rocm": rocminfo, "vulkan": vulkaninfo_summary, "opencl": clinfo_raw}
