@@ -99,3 +99,74 @@ def test_reports_a_simulated_mi50(host, fake_mi50):
     assert "Ollama 0.12.3 can use gfx906 on the ROCm tier" in flat
     assert "WARNING: If gpu_backend falls back to opencl: Ollama 0.32.7 cannot use gfx906" in flat
     assert "preflight passed" in result.stdout
+
+
+# --------------------------------------------------------------------- the driver AMD's DKMS builds
+
+FAKE_EFIVARS = "/tmp/fake-efivars"
+SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+# amdgpu-dkms 6.4.2 builds for kernels 5.15 to 6.14 (ROCm issue #4619; mi50.stack data/amdgpu_dkms.yml).
+DKMS_RANGE = ((5, 15), (6, 14))
+
+
+def kernel_in_dkms_range(host) -> bool:
+    major, minor = (int(n) for n in host.check_output("uname -r").split(".")[:2])
+    return DKMS_RANGE[0] <= (major, minor) <= DKMS_RANGE[1]
+
+
+@pytest.fixture()
+def secure_boot(host):
+    """A fake efivarfs whose SecureBoot variable says on (4 attribute bytes, then 1)."""
+    host.run_expect([0], f"mkdir -p {FAKE_EFIVARS} && printf '\\006\\000\\000\\000\\001' > {FAKE_EFIVARS}/{SECURE_BOOT_VAR}")
+    yield FAKE_EFIVARS
+    host.run(f"rm -rf {FAKE_EFIVARS}")
+
+
+def test_a_kernel_amdgpu_dkms_cannot_build_for_is_refused_with_the_choices(host):
+    """The containers run the host's kernel; on this machine (6.18) amdgpu-dkms 6.4.2 cannot build, and
+    preflight says so before anything changes. On a kernel inside the range the same run passes."""
+    before = host.check_output("find /etc /usr/local /opt -newer /etc/hostname | sort")
+    result = run_preflight(host, {"preflight_rocm_dkms": True})
+    flat = " ".join(result.stdout.split())
+    kernel = host.check_output("uname -r")
+    if kernel_in_dkms_range(host):
+        assert result.returncode == 0, flat
+        assert "amdgpu-dkms" not in flat
+    else:
+        assert result.returncode != 0, flat
+        assert f"Kernel {kernel} is newer than 6.14, the newest amdgpu-dkms 6.4.2 builds for (ROCm issue #4619" in flat
+        assert "set rocm_dkms: false to use the kernel's own amdgpu driver" in flat
+        assert "preflight_dkms_unsupported_kernel: fallback" in flat
+        assert NOTHING_CHANGED in flat
+    assert host.check_output("find /etc /usr/local /opt -newer /etc/hostname | sort") == before
+
+
+def test_fallback_tries_the_build_with_a_warning(host):
+    result = run_preflight(host, {"preflight_rocm_dkms": True, "preflight_dkms_unsupported_kernel": "fallback"})
+    flat = " ".join(result.stdout.split())
+    assert result.returncode == 0, flat
+    if not kernel_in_dkms_range(host):
+        assert "The build will be tried (preflight_dkms_unsupported_kernel: fallback)" in flat
+
+
+def test_secure_boot_with_dkms_is_refused_unless_allowed(host, secure_boot):
+    extra = {"preflight_rocm_dkms": True, "preflight_dkms_unsupported_kernel": "fallback",
+             "preflight_efivars_path": secure_boot}
+    refused = run_preflight(host, extra)
+    flat = " ".join(refused.stdout.split())
+    assert refused.returncode != 0, flat
+    assert "Secure Boot is on, and amdgpu-dkms builds a module the kernel only loads once it is signed" in flat
+    assert "preflight_secure_boot_dkms: allow" in flat and NOTHING_CHANGED in flat
+    allowed = run_preflight(host, {**extra, "preflight_secure_boot_dkms": "allow"})
+    flat = " ".join(allowed.stdout.split())
+    assert allowed.returncode == 0, flat
+    assert "DKMS signs the amdgpu module with this machine's MOK key" in flat
+    # Without DKMS nothing is built, and Secure Boot is no concern of ours.
+    assert run_preflight(host, {**extra, "preflight_rocm_dkms": False}).returncode == 0
+
+
+def test_secure_boot_off_or_absent_passes(host, secure_boot):
+    host.run_expect([0], f"printf '\\006\\000\\000\\000\\000' > {secure_boot}/{SECURE_BOOT_VAR}")
+    extra = {"preflight_rocm_dkms": True, "preflight_dkms_unsupported_kernel": "fallback"}
+    assert run_preflight(host, {**extra, "preflight_efivars_path": secure_boot}).returncode == 0
+    assert run_preflight(host, {**extra, "preflight_efivars_path": "/nonexistent"}).returncode == 0
