@@ -109,6 +109,11 @@ SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 DKMS_RANGE = ((5, 15), (6, 14))
 
 
+def flatten(output: str) -> str:
+    """The output as one line: the YAML callback wraps long lines and doubles quotes in quoted scalars."""
+    return " ".join(output.split()).replace("''", "'")
+
+
 def kernel_in_dkms_range(host) -> bool:
     major, minor = (int(n) for n in host.check_output("uname -r").split(".")[:2])
     return DKMS_RANGE[0] <= (major, minor) <= DKMS_RANGE[1]
@@ -127,7 +132,7 @@ def test_a_kernel_amdgpu_dkms_cannot_build_for_is_refused_with_the_choices(host)
     preflight says so before anything changes. On a kernel inside the range the same run passes."""
     before = host.check_output("find /etc /usr/local /opt -newer /etc/hostname | sort")
     result = run_preflight(host, {"preflight_rocm_dkms": True})
-    flat = " ".join(result.stdout.split())
+    flat = flatten(result.stdout)
     kernel = host.check_output("uname -r")
     if kernel_in_dkms_range(host):
         assert result.returncode == 0, flat
@@ -143,7 +148,7 @@ def test_a_kernel_amdgpu_dkms_cannot_build_for_is_refused_with_the_choices(host)
 
 def test_fallback_tries_the_build_with_a_warning(host):
     result = run_preflight(host, {"preflight_rocm_dkms": True, "preflight_dkms_unsupported_kernel": "fallback"})
-    flat = " ".join(result.stdout.split())
+    flat = flatten(result.stdout)
     assert result.returncode == 0, flat
     if not kernel_in_dkms_range(host):
         assert "The build will be tried (preflight_dkms_unsupported_kernel: fallback)" in flat
@@ -153,12 +158,12 @@ def test_secure_boot_with_dkms_is_refused_unless_allowed(host, secure_boot):
     extra = {"preflight_rocm_dkms": True, "preflight_dkms_unsupported_kernel": "fallback",
              "preflight_efivars_path": secure_boot}
     refused = run_preflight(host, extra)
-    flat = " ".join(refused.stdout.split())
+    flat = flatten(refused.stdout)
     assert refused.returncode != 0, flat
     assert "Secure Boot is on, and amdgpu-dkms builds a module the kernel only loads once it is signed" in flat
     assert "preflight_secure_boot_dkms: allow" in flat and NOTHING_CHANGED in flat
     allowed = run_preflight(host, {**extra, "preflight_secure_boot_dkms": "allow"})
-    flat = " ".join(allowed.stdout.split())
+    flat = flatten(allowed.stdout)
     assert allowed.returncode == 0, flat
     assert "DKMS signs the amdgpu module with this machine's MOK key" in flat
     # Without DKMS nothing is built, and Secure Boot is no concern of ours.
