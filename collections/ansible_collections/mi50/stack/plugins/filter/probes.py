@@ -17,7 +17,7 @@ description:
     C({version, devices, message}); every device has C(name), C(type), C(software)
     and C(gfx_target) (null where the tool does not say).
   - C(gpu_probes) turns the registered results of the probe commands (one per tier,
-    run under C(timeout)) into C({tier: {ok, reason, devices, device, version, tool}}).
+    run under C(timeout)) into a dict of tier -> C(ok, reason, devices, device, version, tool).
   - C(gpu_tier_choice) picks the tier and returns C({fact, error, warnings}), where
     C(fact) is the content of C(/etc/ansible/facts.d/gpu_backend.fact) (docs/architecture.md).
   - C(gpu_tier_summary) returns the lines the role prints.

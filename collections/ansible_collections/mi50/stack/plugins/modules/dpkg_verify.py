@@ -15,7 +15,7 @@ description:
     version to reinstall.
   - A package needs a reinstall when a file it shipped is missing or its checksum
     differs, or when one of its configuration files (conffiles) is missing.
-    A conffile that was only edited is a local change: it is reported and left alone.
+    A conffile that was only edited is a local change; it is reported and left alone.
   - Packages that are not installed are reported, not checked (installing them is
     the role's own business).
   - Changes nothing; supports check mode.
