@@ -74,3 +74,36 @@ def test_a_card_seen_on_the_kernels_own_driver_is_named_with_the_choice():
 ])
 def test_no_veto_without_a_failure_for_this_kernel(fact):
     assert rocm_driver_veto(probes(True), fact, "6.18.44-fc-v1300")["rocm"]["ok"] is True
+
+
+# --------------------------------------------------------------------- what apt says an install takes
+
+from ansible_collections.mi50.stack.plugins.filter.packages import apt_install_size  # noqa: E402
+
+APT_ROCM = """Reading package lists...
+Building dependency tree...
+Reading state information...
+The following additional packages will be installed:
+  comgr composablekernel-dev half hip-dev hip-doc hip-runtime-amd hip-samples hipblas hipblas-dev
+0 upgraded, 187 newly installed, 0 to remove and 3 not upgraded.
+Need to get 3,952 MB of archives.
+After this operation, 26.1 GB of additional disk space will be used.
+Do you want to continue? [Y/n] N
+Abort.
+"""
+
+
+def test_apt_sizes_are_read_in_gb():
+    assert apt_install_size(APT_ROCM) == {"known": True, "download_gb": 3.952, "install_gb": 26.1}
+
+
+def test_partly_downloaded_and_small_installs():
+    text = "0 upgraded, 2 newly installed, 0 to remove and 0 not upgraded.\nNeed to get 0 B/512 kB of archives.\n" \
+           "After this operation, 1,536 kB of additional disk space will be used.\n"
+    assert apt_install_size(text) == {"known": True, "download_gb": 0.001, "install_gb": 0.002}
+
+
+def test_nothing_to_install_and_unknown_text():
+    assert apt_install_size("0 upgraded, 0 newly installed, 0 to remove and 3 not upgraded.\n") == {
+        "known": True, "download_gb": 0.0, "install_gb": 0.0}
+    assert apt_install_size("E: Unable to locate package rocm")["known"] is False

@@ -100,3 +100,13 @@ def test_check_mode_never_reboots_even_when_allowed(nocard):
     assert result.returncode == 0, result.stdout
     assert "REBOOT NEEDED" in result.stdout and "check mode never reboots" in result.stdout
     assert nocard.file("/run/mi50-rocm-not-rebooted").exists
+
+
+def test_a_package_set_that_does_not_fit_is_refused_before_anything_is_installed(nocard):
+    """apt's own figure for the set, plus the margin, against the free space under /opt."""
+    result = run_playbook(nocard, "converge.yml", {"rocm_package_set": "hip-sdk", "rocm_disk_margin_gb": 1000000},
+                          "--tags", "rocm_install")
+    assert result.returncode != 0, result.stdout
+    assert "apt says rocm-hip-sdk (rocm_package_set: hip-sdk) download" in result.stdout
+    assert "Nothing was installed. Free space there, or choose a smaller set" in result.stdout
+    assert not nocard.package("rocm-hip-sdk").is_installed

@@ -175,6 +175,14 @@ PACKAGES = [
         "files": {},
     },
     {
+        # What llama.cpp's HIP build needs: the HIP compiler, headers and the BLAS libraries.
+        "name": "rocm-hip-sdk", "version": "6.4.2.60402-120", "suffix": "~", "arch": "amd64", "repo": ROCM_642,
+        "depends": ["rocm-core ({v:rocm-core})", "rocm-hip-libraries ({v:rocm-hip-libraries})",
+                    "rocm-hip-runtime ({v:rocm-hip-runtime})"],
+        "description": "ROCm HIP SDK (meta package: develop HIP applications)",
+        "files": {},
+    },
+    {
         "name": "rocm", "version": "6.4.2.60402-120", "suffix": "~", "arch": "amd64", "repo": ROCM_642,
         "depends": ["rocm-core ({v:rocm-core})", "rocm-hip-libraries ({v:rocm-hip-libraries})",
                     "rocm-hip-runtime ({v:rocm-hip-runtime})", "rocm-opencl-runtime ({v:rocm-opencl-runtime})",
