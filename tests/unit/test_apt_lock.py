@@ -97,10 +97,26 @@ def argv_lock_timeout(argv: list) -> str | None:
     return None
 
 
+def _retried_dpkg(task: dict) -> list | None:
+    """The dpkg argv of a command task that retries until dpkg's lock is free (until + retries), if any:
+    the one way to wait for dpkg's lock when only dpkg can do the work (dpkg --configure -a)."""
+    for key in sorted(COMMAND_MODULES & set(task)):
+        args = task[key]
+        argv = args.get("argv") if isinstance(args, dict) else None
+        if isinstance(argv, list) and argv and Path(str(argv[0])).name == "dpkg" and "until" in task and "retries" in task:
+            return argv
+    return None
+
+
 def _found_in(data, trail: tuple, role: str | None, rel: Path) -> list[tuple]:
     found = []
+    retried: set[int] = set()
     for node, here, task in walk(data, trail):
         where = f"{rel}:{' / '.join(here) or '-'}"
+        if isinstance(node, dict) and task and _retried_dpkg(node) is not None:
+            retried.add(id(_retried_dpkg(node)))
+        if isinstance(node, list) and id(node) in retried:
+            continue
         if isinstance(node, dict) and task:
             found += [("apt", where, role, node[key]) for key in sorted(APT_MODULES & set(node))]
             found += [("package", where, role, node[key]) for key in sorted(PACKAGE_MODULES & set(node))]
@@ -203,6 +219,10 @@ FORGOTTEN = """
 - name: Install a file with dpkg
   ansible.builtin.command:
     argv: [dpkg, -i, /tmp/x.deb]
+- name: Retry without a bound
+  ansible.builtin.command:
+    argv: [dpkg, --configure, -a]
+  until: false
 - name: Install from a script
   ansible.builtin.shell:
     cmd: apt-get install --yes curl && dpkg --configure -a
@@ -221,6 +241,12 @@ FINE = """
 - name: Ask apt
   ansible.builtin.command:
     argv: [apt-get, indextargets, --format, "$(URI)"]
+- name: Finish an interrupted dpkg, retrying while another holds its lock
+  ansible.builtin.command:
+    argv: [dpkg, --configure, -a]
+  register: __demo_configure
+  until: __demo_configure.rc == 0
+  retries: 20
 """
 
 
@@ -229,7 +255,7 @@ def test_the_guard_catches_a_task_that_forgets_to_wait():
     assert [(f[0], f[1].split(":", 1)[1]) for f in forgotten if problems(*f)] == [
         ("apt", "Install without waiting"), ("apt", "Install with a number of its own"),
         ("apt-get", "Reinstall without waiting"), ("apt-get", "Refresh the lists with apt-get"),
-        ("dpkg", "Install a file with dpkg"), ("script", "Install from a script"),
+        ("dpkg", "Install a file with dpkg"), ("dpkg", "Retry without a bound"), ("script", "Install from a script"),
         ("package", "Install through the package module")]
     script = next(f for f in forgotten if f[0] == "script")
     assert len(problems(*script)) == 2  # apt-get without the option, and dpkg --configure
