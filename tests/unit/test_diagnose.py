@@ -262,7 +262,10 @@ _kspec.loader.exec_module(gpu_kernel_state)
 
 def kernel_params(root: Path) -> dict:
     return {"sysfs_root": str(root / "sys"), "module": "amdgpu", "headers_dir": None, "kfd": str(root / "dev/kfd"),
-            "dri_dir": str(root / "dev/dri"), "reboot_pkgs": str(root / "run/reboot-required.pkgs")}
+            "dri_dir": str(root / "dev/dri"), "reboot_pkgs": str(root / "run/reboot-required.pkgs"),
+            "cmdline_path": str(root / "proc/cmdline"), "modprobe_dirs": [str(root / "etc/modprobe.d"),
+                                                                        str(root / "lib/modprobe.d")],
+            "kernel_log_path": str(root / "kmsg")}
 
 
 def test_kernel_state_of_a_card_with_its_driver_loaded(tmp_path):
@@ -292,6 +295,27 @@ def test_kernel_state_without_module_nodes_headers_or_dkms(tmp_path):
     assert got["nodes"] == {"kfd": False, "render": []}
     assert got["dkms"] == {"available": False, "status": ""}
     assert got["reboot_pending"] == []
+    assert got["cmdline"] == "" and got["modprobe_rules"] == [] and got["kernel_log"] == []
+
+
+def test_kernel_state_reads_what_keeps_the_module_out(tmp_path):
+    (tmp_path / "etc/modprobe.d").mkdir(parents=True)
+    (tmp_path / "lib/modprobe.d").mkdir(parents=True)
+    (tmp_path / "etc/modprobe.d/blacklist-gpu.conf").write_text(
+        "# not this one\nblacklist radeon\nblacklist amdgpu\ninstall amdgpu /bin/false\noptions amdgpu ppfeaturemask=0\n")
+    (tmp_path / "lib/modprobe.d/other.txt").write_text("blacklist amdgpu\n")  # only *.conf counts, as for kmod
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz ro nomodeset\n")
+    (tmp_path / "kmsg").write_text("usb 1-1: new high-speed USB device\n"
+                                   "amdgpu: Unknown symbol drm_sched_job_init (err -2)\n"
+                                   "Lockdown: modprobe: unsigned module loading is restricted; see man kernel_lockdown.7\n")
+    got = gpu_kernel_state.gather(kernel_params(tmp_path), KERNEL, None)
+    rules_file = str(tmp_path / "etc/modprobe.d/blacklist-gpu.conf")
+    assert got["modprobe_rules"] == [{"file": rules_file, "line": "blacklist amdgpu"},
+                                     {"file": rules_file, "line": "install amdgpu /bin/false"}]
+    assert got["cmdline"] == "BOOT_IMAGE=/vmlinuz ro nomodeset"
+    assert got["kernel_log"] == ["amdgpu: Unknown symbol drm_sched_job_init (err -2)",
+                                 "Lockdown: modprobe: unsigned module loading is restricted; see man kernel_lockdown.7"]
 
 
 # --------------------------------------------------------------------- dpkg --verify
@@ -335,9 +359,126 @@ def test_repair_diagnoses_first_and_check_mode_stops_after_the_diagnosis():
     guarded = "not ansible_check_mode"
     for play in plays[1:]:
         if "ansible.builtin.import_playbook" in play:
-            if play["ansible.builtin.import_playbook"] != "preflight.yml":  # read-only, runs in check mode
+            stage = play["ansible.builtin.import_playbook"].removesuffix(".yml")
+            if stage in ("gpu", "engine", "router"):  # and only when the diagnosis found them broken
+                assert play.get("when") == f"{guarded} and '{stage}' in mi50_repair_stages", play["name"]
+            elif stage != "preflight":  # read-only, runs in check mode
                 assert play.get("when") == guarded, play["name"]
         else:
             assert [task.get("when") for task in play["tasks"]] == [guarded] * len(play["tasks"]), play["name"]
     stages = [p["ansible.builtin.import_playbook"] for p in plays if "ansible.builtin.import_playbook" in p]
     assert stages == ["preflight.yml", "gpu.yml", "engine.yml", "router.yml", "smoke.yml", "report.yml"]
+
+
+# --------------------------------------------------------------------- why the module will not load
+
+NOT_LOADED = {"module.loaded": False, "module.initstate": "", "nodes": {"kfd": False, "render": []}}
+
+
+@pytest.mark.parametrize(("changes", "finding", "words"), [
+    # kmod's message for EKEYREJECTED, as users report it after a DKMS build under Secure Boot.
+    ({"module_load": {"rc": 1, "error": "modprobe: ERROR: could not insert 'amdgpu': Key was rejected by service"}},
+     "module_key_rejected", ["Key was rejected by service", "mokutil --import"]),
+    # The kernel's lockdown message for an unsigned module (kernel_lockdown(7)).
+    ({"kernel_log": ["Lockdown: modprobe: unsigned module loading is restricted; see man kernel_lockdown.7"]},
+     "module_key_rejected", ["unsigned module loading is restricted", "Enroll MOK"]),
+    ({"kernel_log": ["amdgpu: Unknown symbol drm_sched_job_init (err -2)",
+                     "amdgpu: disagrees about version of symbol amdttm_bo_init_reserved"]},
+     "module_unknown_symbols", ["drm_sched_job_init", "amdttm_bo_init_reserved", "dkms remove"]),
+    ({"modprobe_rules": [{"file": "/etc/modprobe.d/blacklist-amdgpu.conf", "line": "install amdgpu /bin/false"}]},
+     "module_blacklisted", ["/etc/modprobe.d/blacklist-amdgpu.conf: install amdgpu /bin/false", "update-initramfs"]),
+    ({"modprobe_rules": [{"file": "/etc/modprobe.d/gpu.conf", "line": "blacklist amdgpu"}]},
+     "module_blacklisted", ["blacklist amdgpu", "stops loading at boot"]),
+    ({"cmdline": "BOOT_IMAGE=/vmlinuz-6.8.0-45-generic root=UUID=x ro module_blacklist=radeon,amdgpu quiet"},
+     "module_blacklisted", ["kernel command line: module_blacklist=radeon,amdgpu", "GRUB_CMDLINE_LINUX"]),
+    ({"cmdline": "BOOT_IMAGE=/vmlinuz-6.8.0-45-generic root=UUID=x ro nomodeset"},
+     "module_nomodeset", ["nomodeset", "update-grub"]),
+    ({"kernel_log": ["amdgpu 0000:03:00.0: Direct firmware load for amdgpu/vega20_sos.bin failed with error -2"]},
+     "firmware_missing", ["amdgpu/vega20_sos.bin", "firmware-amd-graphics"]),
+])
+def test_why_the_module_does_not_load_is_named_with_the_fix(changes, finding, words):
+    found = {f["id"]: f for f in diagnose.diagnose_findings(state(**NOT_LOADED, **changes))}
+    assert "module_not_loaded" in found and finding in found, list(found)
+    text = " ".join(found[finding][k] for k in ("problem", "action", "manual"))
+    for word in words:
+        assert word in text
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    # A modprobe that worked, and lines that only look alike.
+    {"module_load": {"rc": 0, "error": ""}},
+    {"kernel_log": ["amdgpu 0000:03:00.0: amdgpu: SMU is initialized successfully!"]},
+    {"cmdline": "BOOT_IMAGE=/vmlinuz root=UUID=x ro module_blacklist=radeon quiet"},
+    {"modprobe_rules": []},
+])
+def test_no_cause_is_invented(changes):
+    ids_found = ids(state(**NOT_LOADED, **changes))
+    assert not set(ids_found) & {"module_key_rejected", "module_unknown_symbols", "module_blacklisted",
+                                 "module_nomodeset", "firmware_missing"}, ids_found
+
+
+def test_causes_are_only_looked_for_when_the_module_is_not_loaded():
+    loaded = state(**{"cmdline": "ro nomodeset", "kernel_log": ["amdgpu: Unknown symbol x (err -2)"]})
+    assert "module_nomodeset" not in ids(loaded) and "module_unknown_symbols" not in ids(loaded)
+
+
+# --------------------------------------------------------------------- the package manager
+
+AUDIT = """The following packages are only half configured, probably due to problems
+configuring them the first time.  The configuration should be retried using
+dpkg --configure <package> or the configure option in the dselect menu:
+ amdgpu-dkms          amdgpu driver in DKMS format.
+
+The following packages have been unpacked but not yet configured.
+They must be configured using dpkg --configure or the configure
+menu option in dselect for them to work:
+ hello                example package based on GNU hello
+"""
+
+
+def test_an_interrupted_dpkg_is_found_and_finished_first():
+    found = {f["id"]: f for f in diagnose.diagnose_findings(state(dpkg_audit=AUDIT))}
+    assert list(found) == ["dpkg_interrupted"]
+    assert "amdgpu-dkms, hello unfinished" in found["dpkg_interrupted"]["problem"]
+    assert "dpkg --configure -a" in found["dpkg_interrupted"]["action"]
+
+
+def test_only_the_stacks_holds_are_noted():
+    found = {f["id"]: f for f in diagnose.diagnose_findings(state(held=["linux-headers-6.8.0-45-generic", "nginx",
+                                                                        "amdgpu-dkms"]))}
+    assert found["packages_held"]["severity"] == "notice"
+    assert "linux-headers-6.8.0-45-generic, amdgpu-dkms are held" in found["packages_held"]["problem"]
+    assert "nginx" not in found["packages_held"]["problem"]
+    assert "packages_held" not in ids(state(held=["nginx"]))
+
+
+# --------------------------------------------------------------------- which stages a repair reruns
+
+def report_of(s: dict) -> dict:
+    return {"findings": diagnose.diagnose_findings(s)}
+
+
+@pytest.mark.parametrize(("changes", "stages"), [
+    ({}, []),
+    # A router that hangs: only the router stage.
+    ({"router.ready": {"status": None, "msg": "timed out"}}, ["router"]),
+    # The engine down, or a model gone: the engine and what depends on it.
+    ({"engine.unit.ActiveState": "inactive"}, ["engine", "router"]),
+    ({"engine.models.served": ["qwen2.5:7b-instruct-q4_K_M"]}, ["engine", "router"]),
+    # Anything on the GPU side reruns everything after it.
+    (KERNEL_UPDATE, ["gpu", "engine", "router"]),
+    ({"dpkg_audit": AUDIT}, ["gpu", "engine", "router"]),
+    # Notices need no stage.
+    ({"held": ["amdgpu-dkms"]}, []),
+])
+def test_a_repair_reruns_the_first_broken_stage_and_those_after_it(changes, stages):
+    assert diagnose.diagnose_stages(report_of(state(**changes))) == stages
+
+
+def test_stages_can_be_forced():
+    assert diagnose.diagnose_stages(report_of(state()), "all") == ["gpu", "engine", "router"]
+    assert diagnose.diagnose_stages(report_of(state()), ["router"]) == ["router"]
+    assert diagnose.diagnose_stages(report_of(state()), ["engine"]) == ["engine", "router"]
+    with pytest.raises(ValueError):
+        diagnose.diagnose_stages(report_of(state()), ["smoke"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_playbook
 
 DKMS_FAILS = "mi50-dkms-fails"
 DISTRO = "mi50-distro-driver"
@@ -96,3 +97,104 @@ def test_distribution_driver_path_serves_rocm_without_dkms(host):
     assert local_fact(host, "rocm")["dkms"] == {"wanted": False, "state": "off"}
     assert local_fact(host, "gpu_backend")["tier"] == "rocm"
     assert not host.package("amdgpu-dkms").is_installed
+
+
+# --------------------------------------------------------------------- a module that loads, or will not
+
+MODULE_LOAD = "mi50-module-load"
+
+
+@pytest.fixture()
+def module_out(host):
+    """The card without its driver, as after a boot where amdgpu did not load; restored afterwards."""
+    only(host, MODULE_LOAD)
+    host.run_expect([0], "simulate-gpu unload && rm -f /run/mi50-standin/kmsg")
+    yield
+    host.run_expect([0], "rm -f /run/mi50-standin/secure-boot /run/mi50-standin/mok-enrolled "
+                         "/etc/modprobe.d/mi50-test-blacklist.conf")
+    assert run_playbook(host, "playbooks/gpu.yml").returncode == 0
+
+
+def test_a_module_dkms_built_is_loaded_without_a_reboot(host):
+    only(host, MODULE_LOAD)
+    kernel = host.check_output("uname -r")
+    assert f", {kernel}, x86_64: installed" in host.check_output("dkms status -m amdgpu")
+    assert host.file("/run/mi50-standin/sys/module/amdgpu").is_directory
+    assert local_fact(host, "rocm")["module_load"] == {"rc": 0, "error": ""}
+    assert local_fact(host, "gpu_backend")["tier"] == "rocm"
+    # Loaded into a kernel that had none: nothing waits for a reboot.
+    assert not host.file("/run/reboot-required.pkgs").exists
+
+
+def test_a_module_refused_by_secure_boot_is_diagnosed_with_the_fix(host, module_out):
+    host.run_expect([0], "echo on > /run/mi50-standin/secure-boot")
+    assert run_playbook(host, "playbooks/gpu.yml").returncode == 0
+    load = local_fact(host, "rocm")["module_load"]
+    assert load["rc"] != 0 and "Key was rejected by service" in load["error"]
+    gpu = local_fact(host, "gpu_backend")
+    assert gpu["tier"] == "cpu" and "rocm" in gpu["rejected"]
+    diagnosis = run_playbook(host, "repair.yml", "--check")
+    assert diagnosis.returncode == 0, diagnosis.stdout[-3000:]
+    assert "PROBLEM [module_key_rejected]" in diagnosis.stdout
+    assert "mokutil --import" in diagnosis.stdout and "Loading of module with unavailable key is rejected" in diagnosis.stdout
+    # Once the key is enrolled (at the console, at boot), the next run loads it and moves back to rocm.
+    host.run_expect([0], "touch /run/mi50-standin/mok-enrolled")
+    assert run_playbook(host, "playbooks/gpu.yml").returncode == 0
+    assert local_fact(host, "gpu_backend")["tier"] == "rocm"
+
+
+def test_an_install_line_in_modprobe_d_is_named(host, module_out):
+    host.run_expect([0], "printf 'install amdgpu /bin/false\\n' > /etc/modprobe.d/mi50-test-blacklist.conf")
+    assert run_playbook(host, "playbooks/gpu.yml").returncode == 0
+    assert "Error running install command '/bin/false'" in local_fact(host, "rocm")["module_load"]["error"]
+    diagnosis = run_playbook(host, "repair.yml", "--check")
+    assert "PROBLEM [module_blacklisted]" in diagnosis.stdout
+    assert "/etc/modprobe.d/mi50-test-blacklist.conf: install amdgpu /bin/false" in diagnosis.stdout
+
+
+# --------------------------------------------------------------------- the kernel that boots next
+
+def pending_kernel(host) -> str:
+    major, minor = (int(n) for n in host.check_output("uname -r").split(".")[:2])
+    return f"{major}.{minor + 1}.0-99-mi50standin"
+
+
+def test_the_kernel_that_boots_next_gets_its_headers_and_amdgpu(host):
+    only(host, MODULE_LOAD)
+    pending = pending_kernel(host)
+    assert host.package(f"linux-headers-{pending}").is_installed
+    assert f"amdgpu/6.12.12-2187269.22.04, {pending}, x86_64: installed" in host.check_output("dkms status -m amdgpu")
+
+
+def test_a_next_kernel_outside_amds_range_is_warned_about_and_skipped(host):
+    only(host, MODULE_LOAD)
+    pending = pending_kernel(host)
+    host.run_expect([0], f"dkms remove -m amdgpu -v 6.12.12-2187269.22.04 -k {pending}")
+    try:
+        result = run_playbook(host, "playbooks/gpu.yml", extra={"rocm_dkms_unsupported_kernel": "skip"})
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert f"WARNING: kernel {pending} is installed and boots next. Kernel {pending} is newer than 6.14" \
+            in result.stdout
+        assert "keep booting" in result.stdout
+        assert f", {pending}, " not in host.check_output("dkms status -m amdgpu")
+    finally:
+        assert run_playbook(host, "playbooks/gpu.yml").returncode == 0
+    assert f", {pending}, x86_64: installed" in host.check_output("dkms status -m amdgpu")
+
+
+# --------------------------------------------------------------------- an interrupted dpkg
+
+def test_an_interrupted_dpkg_is_diagnosed_and_finished_first(host):
+    """A package unpacked but never configured (a killed apt): apt refuses to run until dpkg --configure -a."""
+    only(host, DISTRO)
+    host.run_expect([0], "cd /tmp && apt-get download hello && dpkg --unpack /tmp/hello_*.deb")
+    assert "hello" in host.check_output("dpkg --audit")
+    diagnosis = run_playbook(host, "repair.yml", "--check")
+    assert diagnosis.returncode == 0, diagnosis.stdout[-3000:]
+    assert "PROBLEM [dpkg_interrupted] dpkg left hello unfinished" in diagnosis.stdout
+    stage = run_playbook(host, "playbooks/gpu.yml")
+    assert stage.returncode == 0, stage.stdout[-3000:]
+    assert "finishing them with dpkg --configure -a" in stage.stdout
+    assert host.check_output("dpkg --audit") == ""
+    assert host.package("hello").is_installed
+    host.run_expect([0], "DEBIAN_FRONTEND=noninteractive apt-get purge --yes --quiet hello")

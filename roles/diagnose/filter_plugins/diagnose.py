@@ -18,6 +18,7 @@ description:
   - C(diagnose_summary) gives the state of the GPU tier, the engine and the router in one line each.
   - C(diagnose_compare) compares two diagnose reports (before and after a repair).
   - C(diagnose_lines) renders findings as the one-line-per-finding text the role prints.
+  - C(diagnose_stages) says which stages a repair reruns for a report (C(auto)), or all of them.
 positional: _input
 options:
   _input:
@@ -26,13 +27,20 @@ options:
     required: true
 """
 
-AREAS = ("kernel", "runtime", "engine", "models", "router")
+AREAS = ("packages", "kernel", "runtime", "engine", "models", "router")
 
 # What each finding means for someone reading the README's troubleshooting
 # section: the ids are stable, the texts below are filled in from the host.
 CATALOGUE = {
+    "dpkg_interrupted": "an interrupted dpkg left packages unfinished: apt refuses to run until they are",
+    "packages_held": "packages of the GPU stack are held back (apt-mark hold)",
     "gpu_missing": "the recorded tier used a GPU, but no AMD GPU is on the PCI bus any more",
     "module_not_loaded": "an AMD GPU is on the PCI bus but the amdgpu kernel module is not loaded",
+    "module_key_rejected": "the kernel refused the amdgpu module's signature (Secure Boot: its MOK key is not enrolled)",
+    "module_unknown_symbols": "the amdgpu module does not fit the running kernel (unknown or mismatched symbols)",
+    "module_blacklisted": "the modprobe configuration or the kernel command line keeps amdgpu from loading",
+    "module_nomodeset": "the kernel command line turns kernel modesetting off, so amdgpu refuses to load",
+    "firmware_missing": "the kernel could not load the GPU's firmware files",
     "gpu_driver_unbound": "the amdgpu module is loaded but the card is not bound to it",
     "dkms_not_built": "DKMS has not built the amdgpu module for the running kernel",
     "device_nodes_missing": "the GPU's device nodes (/dev/kfd, /dev/dri/renderD*) are missing",
@@ -106,6 +114,80 @@ def _unit_state(unit: dict) -> tuple[str, str, str]:
             unit.get("UnitFileState", "") or "unknown")
 
 
+# What the kernel and modprobe print when a module will not load (kmod's
+# messages for the errno, the kernel's module signature and lockdown checks,
+# the module loader, the firmware loader).
+_KEY_REJECTED = re.compile(r"Key was rejected by service|Required key not available|"
+                           r"Loading of (?:module with unavailable key|unsigned module) is rejected|"
+                           r"Lockdown: [^:]*: unsigned module loading is restricted|"
+                           r"PKCS#7 signature not signed with a trusted key")
+_UNKNOWN_SYMBOL = re.compile(r"Unknown symbol (\w+)|disagrees about version of symbol (\w+)|Unknown symbol in module")
+_FIRMWARE = re.compile(r"Direct firmware load for (\S+) failed|Failed to load (?:gpu_info )?firmware \"?([^\"\s]+)")
+
+
+def _load_causes(state: dict, name: str) -> list[dict]:
+    """Why the module does not load, from the last modprobe error the rocm role recorded, the kernel
+    log, the modprobe configuration and the kernel command line: one finding per cause found."""
+    out: list[dict] = []
+    load = state.get("module_load") or {}
+    error = load.get("error", "") if load.get("rc") not in (None, 0) else ""
+    log = [line for line in state.get("kernel_log") or [] if isinstance(line, str)]
+    texts = [error] + log
+    cmdline = (state.get("cmdline") or "").split()
+    if any(_KEY_REJECTED.search(t) for t in texts):
+        seen = next(t for t in texts if _KEY_REJECTED.search(t)).strip()
+        out.append(_finding(
+            "module_key_rejected", "kernel", "problem",
+            f"the kernel refuses the {name} module's signature ({seen}): Secure Boot is on and the key DKMS "
+            "signed it with (the machine's MOK key) is not enrolled",
+            "none (a MOK key is enrolled only at the console, at boot): the next tier that passes serves",
+            "`sudo mokutil --import /var/lib/shim-signed/mok/MOK.der` (Ubuntu; Debian: /var/lib/dkms/mok.pub), choose a "
+            "one-time password, reboot and pick \"Enroll MOK\" on the console; or set rocm_dkms: false to use the "
+            "distribution's own signed amdgpu"))
+    symbols = sorted({m.group(1) or m.group(2) for t in texts for m in _UNKNOWN_SYMBOL.finditer(t)
+                      if m.group(1) or m.group(2)})
+    if symbols or any("Unknown symbol in module" in t for t in texts):
+        listed = ", ".join(symbols[:5]) + (" ..." if len(symbols) > 5 else "")
+        out.append(_finding(
+            "module_unknown_symbols", "kernel", "problem",
+            f"the {name} module does not fit the running kernel {state.get('kernel', '?')}"
+            + (f" (unknown symbols: {listed})" if listed else " (modprobe: unknown symbol in module)"),
+            "none automatically: the next tier that passes serves",
+            f"it was built against other headers, or its companion modules (amdttm, amdkcl, amd-sched) are missing: "
+            f"`sudo dkms remove -m {name} --all && sudo dpkg-reconfigure {name}-dkms` rebuilds it for this kernel; "
+            "or set rocm_dkms: false"))
+    rules = [r for r in state.get("modprobe_rules") or [] if isinstance(r, dict)]
+    command_line = [a for a in cmdline if re.match(r"(?:modprobe\.blacklist|module_blacklist)=(?:.*,)?" + re.escape(name)
+                                                  + r"(?:,|$)", a)]
+    if rules or command_line:
+        where = [f"{r.get('file')}: {r.get('line')}" for r in rules] + [f"kernel command line: {a}" for a in command_line]
+        stops = ("" if any(r.get("line", "").startswith("install") for r in rules) or any(
+                 a.startswith("module_blacklist") for a in command_line)
+                 else " (a blacklist line stops loading at boot; `modprobe " + name + "` by name still loads it)")
+        out.append(_finding(
+            "module_blacklisted", "kernel", "problem",
+            f"{name} is kept out by {'; '.join(where)}{stops}",
+            "none (repair leaves your modprobe configuration and boot loader alone): the next tier that passes serves",
+            "remove those lines (then `sudo update-initramfs -u`), or the option from GRUB_CMDLINE_LINUX in "
+            "/etc/default/grub (then `sudo update-grub`), and reboot"))
+    nomodeset = [a for a in cmdline if a == "nomodeset" or a == f"{name}.modeset=0"]
+    if nomodeset:
+        out.append(_finding(
+            "module_nomodeset", "kernel", "problem",
+            f"the kernel command line has {' '.join(nomodeset)}: {name} refuses to load without kernel modesetting",
+            "none (repair leaves the boot loader alone): the next tier that passes serves",
+            "remove it from GRUB_CMDLINE_LINUX in /etc/default/grub, `sudo update-grub`, reboot"))
+    files = sorted({m.group(1) or m.group(2) for t in log for m in _FIRMWARE.finditer(t) if m.group(1) or m.group(2)})
+    if files:
+        out.append(_finding(
+            "firmware_missing", "kernel", "problem",
+            f"the kernel could not load {', '.join(files[:4])}{' ...' if len(files) > 4 else ''}: {name} cannot start the card",
+            "install the distribution's GPU firmware (GPU stage, amdgpu_firmware role); it loads when amdgpu next binds the card",
+            "`sudo apt install firmware-amd-graphics` (Debian 12, component non-free-firmware) or `linux-firmware` "
+            "(Ubuntu), then reboot"))
+    return out
+
+
 def _kernel_findings(state: dict) -> list[dict]:
     out: list[dict] = []
     kernel = state.get("kernel", "?")
@@ -145,10 +227,15 @@ def _kernel_findings(state: dict) -> list[dict]:
     if not module.get("loaded"):
         why = (f"initstate {module['initstate']!r}" if module.get("initstate")
                else f"{module.get('path', '/sys/module/' + name)} missing")
-        action = ("rebuild it for the running kernel (above); it loads at the next reboot, done by repair only "
-                  "with rocm_reboot_allowed: true; until then the next tier that passes serves"
+        action = ("rebuild it for the running kernel (above) and load it (modprobe, rocm role); if it does not load, "
+                  "it loads at the next reboot, done by repair only with rocm_reboot_allowed: true; until then the "
+                  "next tier that passes serves"
                   if dkms_missing else
-                  "none for the module itself (repair loads no kernel module): the next tier that passes serves until it loads")
+                  "load it with modprobe (rocm role; what keeps it out, if found, is listed below); until it loads "
+                  "the next tier that passes serves"
+                  if built_here else
+                  "none for the module itself (no DKMS build of it for this kernel to load): the next tier that "
+                  "passes serves until it loads")
         out.append(_finding(
             "module_not_loaded", "kernel", "problem",
             f"the {name} kernel module is not loaded ({why}) although {cards} is on the PCI bus",
@@ -156,6 +243,7 @@ def _kernel_findings(state: dict) -> list[dict]:
             f"`sudo modprobe {name}` and `dmesg | grep -i {name}` (missing firmware? `lsmod | grep {name}`; a "
             f"`blacklist {name}` in /etc/modprobe.d or `nomodeset` on the kernel command line keeps it out); "
             "after a rebuild, reboot"))
+        out.extend(_load_causes(state, name))
     else:
         unbound = [g for g in gpus if g.get("driver") not in (name, None)]
         if unbound:
@@ -324,9 +412,37 @@ def _router_findings(state: dict) -> list[dict]:
     return out
 
 
+# Packages of the GPU stack whose hold keeps the roles from installing or repairing them.
+_STACK_PACKAGES = re.compile(r"^(amdgpu|rocm|hip|hsa|rocblas|rocminfo|mesa-vulkan|libvulkan|vulkan-tools|ocl-icd|clinfo|"
+                             r"firmware-amd|linux-firmware|dkms|linux-headers)")
+
+
+def _package_findings(state: dict) -> list[dict]:
+    out: list[dict] = []
+    audit = state.get("dpkg_audit") or ""
+    unfinished = [line.split()[0] for line in audit.splitlines() if re.match(r"^ \S", line)]
+    if audit.strip():
+        out.append(_finding(
+            "dpkg_interrupted", "packages", "problem",
+            "dpkg left " + (", ".join(unfinished[:6]) + (" ..." if len(unfinished) > 6 else "") if unfinished
+                            else "packages") + " unfinished (dpkg --audit): every apt run fails until they are configured",
+            "finish them with `dpkg --configure -a` before anything is installed (GPU stage)",
+            "`sudo dpkg --configure -a`; if a package's script fails again, `sudo dpkg --audit` names it and "
+            "`sudo apt-get install -f` or removing it gets apt going"))
+    held = [p for p in state.get("held") or [] if isinstance(p, str) and _STACK_PACKAGES.match(p)]
+    if held:
+        out.append(_finding(
+            "packages_held", "packages", "notice",
+            f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} held (apt-mark hold): the roles cannot upgrade "
+            "or reinstall them",
+            "none (a hold is your decision; repair installs nothing over it)",
+            f"`sudo apt-mark unhold {' '.join(held)}` when the hold is no longer wanted"))
+    return out
+
+
 def diagnose_findings(state: dict) -> list[dict]:
-    """Every finding, in the order of the stack: kernel, runtimes, engine and models, router."""
-    return (_kernel_findings(state) + _runtime_findings(state) + _engine_findings(state)
+    """Every finding, in the order of the stack: packages, kernel, runtimes, engine and models, router."""
+    return (_package_findings(state) + _kernel_findings(state) + _runtime_findings(state) + _engine_findings(state)
             + _router_findings(state))
 
 
@@ -414,6 +530,32 @@ def diagnose_compare_lines(comparison: dict) -> list[str]:
     return lines
 
 
+# The stages repair.yml can rerun, in order; each one's inputs are the facts of those before it.
+STAGES = ("gpu", "engine", "router")
+_STAGE_OF_AREA = {"packages": "gpu", "kernel": "gpu", "runtime": "gpu", "engine": "engine", "models": "engine",
+                  "router": "router"}
+
+
+def diagnose_stages(report: dict, wanted: object = "auto") -> list[str]:
+    """The stages a repair reruns: from the first one a finding that needs action (a problem, or a tier
+    to move back up to) belongs to, through the ones that depend on it. `wanted`: "auto", "all", or a
+    list of stages to rerun (each with the stages after it)."""
+    if wanted == "all":
+        return list(STAGES)
+    if isinstance(wanted, (list, tuple)):
+        unknown = [w for w in wanted if w not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown repair stage(s) {unknown} (expected {', '.join(STAGES)}, 'all' or 'auto')")
+        broken = set(wanted)
+    elif wanted == "auto":
+        broken = {_STAGE_OF_AREA[f["area"]] for f in report.get("findings") or []
+                  if f.get("severity") in ("problem", "change") and f.get("area") in _STAGE_OF_AREA}
+    else:
+        raise ValueError(f"repair stages must be 'auto', 'all' or a list, not {wanted!r}")
+    first = min((STAGES.index(s) for s in broken), default=len(STAGES))
+    return list(STAGES[first:])
+
+
 def diagnose_properties(text: str) -> dict:
     """`systemctl show --property ...` output (Key=Value lines) as a dict."""
     return dict(line.split("=", 1) for line in (text or "").splitlines() if "=" in line)
@@ -440,6 +582,7 @@ class FilterModule:
             "diagnose_lines": diagnose_lines,
             "diagnose_compare": diagnose_compare,
             "diagnose_compare_lines": diagnose_compare_lines,
+            "diagnose_stages": diagnose_stages,
             "dkms_entries": dkms_entries,
             "diagnose_properties": diagnose_properties,
             "diagnose_http_reason": diagnose_http_reason,

@@ -40,6 +40,20 @@ options:
     description: apt's list of packages that asked for a reboot.
     type: path
     default: /var/run/reboot-required.pkgs
+  cmdline_path:
+    description: The kernel command line.
+    type: path
+    default: /proc/cmdline
+  modprobe_dirs:
+    description: The modprobe configuration directories, searched for blacklist and install lines of the module.
+    type: list
+    elements: path
+    default: [/etc/modprobe.d, /run/modprobe.d, /usr/local/lib/modprobe.d, /usr/lib/modprobe.d, /lib/modprobe.d]
+  kernel_log_path:
+    description: >-
+      A file holding the kernel log to read instead of C(journalctl -k -b 0) (or C(dmesg) without the
+      journal); tests point it at a simulated one.
+    type: path
 author: mi50-llm-stack maintainers
 """
 
@@ -78,10 +92,27 @@ reboot_pending:
   returned: always
   type: list
   elements: str
+cmdline:
+  description: The kernel command line.
+  returned: always
+  type: str
+modprobe_rules:
+  description: The blacklist and install lines naming the module, with their files.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"file": "/etc/modprobe.d/blacklist-amdgpu.conf", "line": "blacklist amdgpu"}]
+kernel_log:
+  description: The last 40 lines of this boot's kernel log that concern the module, module signatures or firmware.
+  returned: always
+  type: list
+  elements: str
 """
 
 import glob
 import os
+import re
+import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -92,6 +123,38 @@ def read_text(path: str) -> str:
             return handle.read()
     except OSError:
         return ""
+
+
+def modprobe_rules(dirs: list, module: str) -> list:
+    """The `blacklist <module>` and `install <module> ...` lines of the modprobe configuration."""
+    wanted = re.compile(r"^\s*(?:blacklist\s+" + re.escape(module) + r"|install\s+" + re.escape(module) + r"\s+.*)\s*$")
+    rules = []
+    for directory in dirs:
+        for path in sorted(glob.glob(os.path.join(directory, "*.conf"))):
+            for line in read_text(path).splitlines():
+                if wanted.match(line):
+                    rules.append({"file": path, "line": line.strip()})
+    return rules
+
+
+def kernel_log_lines(text: str, module: str, keep: int = 40) -> list:
+    """The lines of a kernel log about the module, module signatures and lockdown, or firmware."""
+    about = re.compile(re.escape(module) + r"|Lockdown:|module verification|PKCS#7|Loading of .*module|"
+                       r"Unknown symbol|disagrees about version|Direct firmware load")
+    return [line.strip() for line in text.splitlines() if about.search(line)][-keep:]
+
+
+def read_kernel_log(path: str | None) -> str:
+    if path:
+        return read_text(path)
+    for command in (["journalctl", "-k", "-b", "0", "-o", "cat", "--no-pager", "-q"], ["dmesg"]):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout
+    return ""
 
 
 def gather(params: dict, release: str, dkms_status) -> dict:
@@ -109,6 +172,9 @@ def gather(params: dict, release: str, dkms_status) -> dict:
                   "render": sorted(glob.glob(os.path.join(params["dri_dir"], "renderD*")))},
         "dkms": {"available": dkms_status is not None and rc == 0, "status": out if rc == 0 else ""},
         "reboot_pending": read_text(params["reboot_pkgs"]).split(),
+        "cmdline": read_text(params.get("cmdline_path") or "/proc/cmdline").strip(),
+        "modprobe_rules": modprobe_rules(params.get("modprobe_dirs") or [], params["module"]),
+        "kernel_log": kernel_log_lines(read_kernel_log(params.get("kernel_log_path")), params["module"]),
     }
 
 
@@ -121,6 +187,11 @@ def main() -> None:
             "kfd": {"type": "path", "default": "/dev/kfd"},
             "dri_dir": {"type": "path", "default": "/dev/dri"},
             "reboot_pkgs": {"type": "path", "default": "/var/run/reboot-required.pkgs"},
+            "cmdline_path": {"type": "path", "default": "/proc/cmdline"},
+            "modprobe_dirs": {"type": "list", "elements": "path",
+                              "default": ["/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d",
+                                          "/usr/lib/modprobe.d", "/lib/modprobe.d"]},
+            "kernel_log_path": {"type": "path"},
         },
         supports_check_mode=True,
     )
