@@ -123,6 +123,21 @@ def steady(host, moved_up):
     return result, pids, marker
 
 
+@pytest.fixture(scope="module")
+def typical(host, steady):
+    """What breaks most often once the GPU side works: the engine stopped, a model deleted, the router's
+    configuration corrupted. The repair reruns only the engine and router stages."""
+    status, body = ollama(host, "DELETE", "/api/delete", {"model": MODEL})
+    assert status == 200, body
+    host.run_expect([0], "systemctl stop ollama.service")
+    host.run_expect([0], f"printf 'routing: [unclosed\\n' >> {ROUTER_CONFIG}")
+    host.run("systemctl restart llm-router.service")
+    wait_until(lambda: unit(host, "llm-router.service")["ActiveState"] == "failed", timeout=60)
+    result = run_repair(host)
+    assert result.returncode == 0, result.stdout[-8000:]
+    return result
+
+
 # --------------------------------------------------------------------- 1. diagnosis only
 
 @pytest.mark.parametrize("finding", ["dkms_not_built", "module_not_loaded", "device_nodes_missing", "tier_failing",
@@ -283,6 +298,25 @@ def test_repair_on_a_healthy_box_finds_nothing_and_changes_nothing(host, steady)
     assert changed_since(host, marker) == []
     assert {s: unit(host, s)["MainPID"] for s in pids} == pids
     assert record(host)["after"]["findings"] == [] and record(host)["tier_change"] is None
+
+
+def test_a_healthy_box_reruns_no_stage(host, steady):
+    result, _pids, _marker = steady
+    assert "No stage needs rerunning (nothing found broken)" in result.stdout
+    assert record(host)["stages_rerun"] == []
+
+
+# --------------------------------------------------------------------- 4. a typical repair
+
+def test_a_typical_repair_reruns_only_the_engine_and_the_router(host, typical):
+    assert "Stages to rerun: engine, router; not rerun: gpu" in typical.stdout
+    rec = record(host)
+    assert rec["stages_rerun"] == ["engine", "router"]
+    assert "gpu" not in rec["stages_s"] and {"engine", "router", "smoke"} <= set(rec["stages_s"])
+    assert "Repair took " in typical.stdout
+    assert [f["id"] for f in rec["after"]["findings"] if f["severity"] != "notice"] == []
+    assert MODEL in models(host) and router_ready(host) == 200
+    assert unit(host, "ollama.service")["ActiveState"] == "active"
 
 
 # --------------------------------------------------------------------- kept throughout
