@@ -482,3 +482,11 @@ def test_stages_can_be_forced():
     assert diagnose.diagnose_stages(report_of(state()), ["engine"]) == ["engine", "router"]
     with pytest.raises(ValueError):
         diagnose.diagnose_stages(report_of(state()), ["smoke"])
+
+
+def test_the_key_rejection_quotes_modprobe_and_the_kernel():
+    found = {f["id"]: f for f in diagnose.diagnose_findings(state(**NOT_LOADED, **{
+        "module_load": {"rc": 1, "error": "modprobe: ERROR: could not insert 'amdgpu': Key was rejected by service"},
+        "kernel_log": ["Loading of module with unavailable key is rejected"]}))}
+    problem = found["module_key_rejected"]["problem"]
+    assert "Key was rejected by service; Loading of module with unavailable key is rejected" in problem

@@ -23,5 +23,19 @@ def run_playbook(host, playbook: str, *args: str, extra: dict | None = None) -> 
     if extra:
         command[1:1] = ["-e", json.dumps(extra)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    # Kept for a reader of a failed run.
+    log = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / f"{Path(playbook).stem}-{host.backend.get_hostname()}.log"
+    log.write_text(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}")
     result.stdout = " ".join((result.stdout + result.stderr).split())
     return result
+
+
+def line_of(output: str, start: str) -> str:
+    """The printed message that begins with `start` (up to its closing quote), for assertions that show it."""
+    at = output.find(start)
+    if at < 0:
+        return ""
+    end = at + len(start)
+    while end < len(output) and not (output[end] == '"' and output[end - 1] != "\\"):
+        end += 1
+    return output[at:end]

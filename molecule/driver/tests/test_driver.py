@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_playbook
+from conftest import line_of, run_playbook
 
 DKMS_FAILS = "mi50-dkms-fails"
 DISTRO = "mi50-distro-driver"
@@ -135,8 +135,10 @@ def test_a_module_refused_by_secure_boot_is_diagnosed_with_the_fix(host, module_
     assert gpu["tier"] == "cpu" and "rocm" in gpu["rejected"]
     diagnosis = run_playbook(host, "repair.yml", "--check")
     assert diagnosis.returncode == 0, diagnosis.stdout[-3000:]
-    assert "PROBLEM [module_key_rejected]" in diagnosis.stdout
-    assert "mokutil --import" in diagnosis.stdout and "Loading of module with unavailable key is rejected" in diagnosis.stdout
+    finding = line_of(diagnosis.stdout, "PROBLEM [module_key_rejected]")
+    assert "Key was rejected by service; Loading of module with unavailable key is rejected" in finding, \
+        line_of(diagnosis.stdout, "PROBLEM [") or diagnosis.stdout[-3000:]
+    assert "mokutil --import" in finding, finding
     # Once the key is enrolled (at the console, at boot), the next run loads it and moves back to rocm.
     host.run_expect([0], "touch /run/mi50-standin/mok-enrolled")
     assert run_playbook(host, "playbooks/gpu.yml").returncode == 0
@@ -148,8 +150,8 @@ def test_an_install_line_in_modprobe_d_is_named(host, module_out):
     assert run_playbook(host, "playbooks/gpu.yml").returncode == 0
     assert "Error running install command '/bin/false'" in local_fact(host, "rocm")["module_load"]["error"]
     diagnosis = run_playbook(host, "repair.yml", "--check")
-    assert "PROBLEM [module_blacklisted]" in diagnosis.stdout
-    assert "/etc/modprobe.d/mi50-test-blacklist.conf: install amdgpu /bin/false" in diagnosis.stdout
+    finding = line_of(diagnosis.stdout, "PROBLEM [module_blacklisted]")
+    assert "/etc/modprobe.d/mi50-test-blacklist.conf: install amdgpu /bin/false" in finding, diagnosis.stdout[-3000:]
 
 
 # --------------------------------------------------------------------- the kernel that boots next

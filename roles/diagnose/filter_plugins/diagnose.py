@@ -135,7 +135,9 @@ def _load_causes(state: dict, name: str) -> list[dict]:
     texts = [error] + log
     cmdline = (state.get("cmdline") or "").split()
     if any(_KEY_REJECTED.search(t) for t in texts):
-        seen = next(t for t in texts if _KEY_REJECTED.search(t)).strip()
+        # modprobe's words and the kernel's, when both are there.
+        seen = "; ".join(dict.fromkeys(t.strip() for t in ([error] if _KEY_REJECTED.search(error) else [])
+                                       + [next((t for t in log if _KEY_REJECTED.search(t)), "")] if t))
         out.append(_finding(
             "module_key_rejected", "kernel", "problem",
             f"the kernel refuses the {name} module's signature ({seen}): Secure Boot is on and the key DKMS "
