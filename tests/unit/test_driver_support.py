@@ -100,7 +100,7 @@ def test_apt_sizes_are_read_in_gb():
 def test_partly_downloaded_and_small_installs():
     text = "0 upgraded, 2 newly installed, 0 to remove and 0 not upgraded.\nNeed to get 0 B/512 kB of archives.\n" \
            "After this operation, 1,536 kB of additional disk space will be used.\n"
-    assert apt_install_size(text) == {"known": True, "download_gb": 0.001, "install_gb": 0.002}
+    assert apt_install_size(text) == {"known": True, "download_gb": 0.000512, "install_gb": 0.001536}
 
 
 def test_nothing_to_install_and_unknown_text():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -136,3 +137,23 @@ def test_benchmark_playbook_measures_and_reports(host, tmp_path):
     assert data["summary"]["compress"]["latency_s"]["n"] == 1
     assert data["summary"]["reconstruct"]["exact"] == 1
     assert "NOT COMPARABLE" in (run / "report.md").read_text().upper()
+
+
+def test_check_mode_on_the_converged_box_changes_nothing(host):
+    """`site.yml --check` on a converged box reports nothing to change (the repository key is compared
+    with the one on disk, not downloaded over it)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.environ["MOLECULE_EPHEMERAL_DIRECTORY"] + "/ansible.cfg",
+               ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
+    result = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.get_hostname(),
+         "--check", str(PROJECT / "site.yml")],
+        capture_output=True, text=True, env=env, timeout=1200, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    recap = re.search(r"changed=(\d+)", result.stdout.rpartition("PLAY RECAP")[2])
+    task, changed = "", []
+    for line in result.stdout.splitlines():
+        task = line if line.startswith("TASK [") else task
+        if line.startswith("changed:"):
+            changed.append(task)
+    assert recap and recap.group(1) == "0", "changed in check mode: " + "; ".join(changed)

@@ -104,9 +104,15 @@ def test_check_mode_never_reboots_even_when_allowed(nocard):
 
 def test_a_package_set_that_does_not_fit_is_refused_before_anything_is_installed(nocard):
     """apt's own figure for the set, plus the margin, against the free space under /opt."""
-    result = run_playbook(nocard, "converge.yml", {"rocm_package_set": "hip-sdk", "rocm_disk_margin_gb": 1000000},
-                          "--tags", "rocm_install")
-    assert result.returncode != 0, result.stdout
-    assert "apt says rocm-hip-sdk (rocm_package_set: hip-sdk) download" in result.stdout
-    assert "Nothing was installed. Free space there, or choose a smaller set" in result.stdout
-    assert not nocard.package("rocm-hip-sdk").is_installed
+    nocard.run_expect([0], "DEBIAN_FRONTEND=noninteractive apt-get remove --yes --quiet rocm-hip-sdk")
+    try:
+        result = run_playbook(nocard, "converge.yml", {"rocm_package_set": "hip-sdk", "rocm_disk_margin_gb": 1000000},
+                              "--tags", "rocm_install")
+        assert result.returncode != 0, result.stdout
+        assert "apt says rocm-hip-sdk (rocm_package_set: hip-sdk) download" in result.stdout
+        assert "Nothing was installed. Free space there, or choose a smaller set" in result.stdout
+        assert not nocard.package("rocm-hip-sdk").is_installed
+    finally:
+        restored = run_playbook(nocard, "converge.yml", None, "--tags", "rocm_install")
+        assert restored.returncode == 0, restored.stdout[-3000:]
+    assert nocard.package("rocm").is_installed and nocard.package("rocm-hip-sdk").is_installed

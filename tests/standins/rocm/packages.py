@@ -184,8 +184,10 @@ PACKAGES = [
     },
     {
         "name": "rocm", "version": "6.4.2.60402-120", "suffix": "~", "arch": "amd64", "repo": ROCM_642,
+        # AMD's rocm pulls the SDKs too (rocm-hip-sdk through rocm-ml-sdk and others; trimmed here).
         "depends": ["rocm-core ({v:rocm-core})", "rocm-hip-libraries ({v:rocm-hip-libraries})",
-                    "rocm-hip-runtime ({v:rocm-hip-runtime})", "rocm-opencl-runtime ({v:rocm-opencl-runtime})",
+                    "rocm-hip-runtime ({v:rocm-hip-runtime})", "rocm-hip-sdk ({v:rocm-hip-sdk})",
+                    "rocm-opencl-runtime ({v:rocm-opencl-runtime})",
                     "rocm-smi-lib ({v:rocm-smi-lib})", "rocm-utils ({v:rocm-utils})"],
         "description": "Radeon Open Compute (ROCm) software stack meta package (what amdgpu-install --usecase=rocm installs)",
         "files": {},

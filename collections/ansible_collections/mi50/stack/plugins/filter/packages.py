@@ -40,7 +40,7 @@ _SIZE = r"([0-9][0-9.,]*)\s*(B|kB|MB|GB|TB)"
 
 
 def _gb(number: str, unit: str) -> float:
-    return round(float(number.replace(",", "")) * _UNITS[unit] / 1e9, 3)
+    return round(float(number.replace(",", "")) * _UNITS[unit] / 1e9, 6)
 
 
 def apt_install_size(text: str) -> dict:
