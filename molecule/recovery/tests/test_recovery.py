@@ -28,7 +28,7 @@ lavapipe, systemd, llama.cpp and the model behind the stand-in Ollama, the route
 from __future__ import annotations
 
 import pytest
-from recoverykit import (LAVAPIPE_ICD, ROUTER_CONFIG, USER_DROPIN, USER_MODEL, USER_SETTING, changed_since,
+from recoverykit import (LAVAPIPE_ICD, PROJECT, ROUTER_CONFIG, USER_DROPIN, USER_MODEL, USER_SETTING, changed_since,
                          changed_tasks, fact, findings, http, ledger, mark, models, ollama, process_environment, recap,
                          record, run_repair, unit, wait_until)
 
@@ -310,6 +310,11 @@ def test_a_healthy_box_reruns_no_stage(host, steady):
 
 def test_a_typical_repair_reruns_only_the_engine_and_the_router(host, typical):
     assert "Stages to rerun: engine, router; not rerun: gpu" in typical.stdout
+    # The wall time, for the README's figures (tests assert behaviour; this only records it).
+    timings = PROJECT / ".cache" / "molecule-logs" / "recovery-timings.txt"
+    timings.parent.mkdir(parents=True, exist_ok=True)
+    with timings.open("a") as out:
+        out.write(f"typical repair (engine, router, smoke): {typical.seconds} s; stages {record(host)['stages_s']}\n")
     rec = record(host)
     assert rec["stages_rerun"] == ["engine", "router"]
     assert "gpu" not in rec["stages_s"] and {"engine", "router", "smoke"} <= set(rec["stages_s"])
