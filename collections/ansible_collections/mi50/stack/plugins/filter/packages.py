@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: apt_install_size
 short_description: The download and disk space apt announces for an install
 description:
-  - Reads the summary C(apt-get install --assume-no PACKAGES) prints before it asks (run with
+  - Reads the summary C(apt-get install --print-uris PACKAGES) prints (it installs nothing; run with
     C(LC_ALL=C)) - C(Need to get 1234 MB of archives.) and C(After this operation, 25.3 GB of
     additional disk space will be used.) - and returns both in GB (decimal units, as apt prints them).
   - Nothing to install gives zeros; a text without the summary gives C(known) false.
