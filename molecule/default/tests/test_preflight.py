@@ -48,6 +48,12 @@ def run_preflight(host, extra: dict) -> subprocess.CompletedProcess:
                                               "purpose": "The models"}]},
             "The models needs 1000000000.0 GB free under /var/lib/nowhere/models",
         ),
+        # ROCm's package set counted where it installs (a fresh /opt), with a size no disk has.
+        (
+            {"preflight_rocm_package_set": "full", "preflight_rocm_path": "/tmp/fresh-opt",
+             "_preflight_rocm_set_gb": {"full": 1e9}},
+            "ROCm's full package set (an estimate; AMD publishes none) needs 1000000000.0 GB free under /tmp/fresh-opt",
+        ),
         # The container is Debian 12; pretend only Ubuntu 24.04 were supported.
         ({"_preflight_supported_platforms": {"Ubuntu": ["24.04"]}}, "Debian 12 is not supported"),
         # An Ollama newer than 0.12.3 cannot drive a gfx906 card over ROCm, the first tier.
@@ -64,7 +70,7 @@ def run_preflight(host, extra: dict) -> subprocess.CompletedProcess:
              'Pin ollama_version "0.12.11" or newer'),
         ),
     ],
-    ids=["old-kernel", "no-gpu", "no-disk", "unsupported-os", "ollama-too-new-for-rocm", "ollama-too-old-for-vulkan"],
+    ids=["old-kernel", "no-gpu", "no-disk", "no-disk-for-rocm", "unsupported-os", "ollama-too-new-for-rocm", "ollama-too-old-for-vulkan"],
 )
 def test_refuses_with_the_fix_and_changes_nothing(host, fake_mi50, extra, expected):
     before = host.check_output("find /etc /usr/local /opt -newer /etc/hostname | sort")
@@ -175,3 +181,39 @@ def test_secure_boot_off_or_absent_passes(host, secure_boot):
     extra = {"preflight_rocm_dkms": True, "preflight_dkms_unsupported_kernel": "fallback"}
     assert run_preflight(host, {**extra, "preflight_efivars_path": secure_boot}).returncode == 0
     assert run_preflight(host, {**extra, "preflight_efivars_path": "/nonexistent"}).returncode == 0
+
+
+# --------------------------------------------------------------------- what is installed already
+
+def test_an_installed_rocm_is_not_counted_again(host):
+    """The same impossible size passes once ROCm's version file is there: a re-run is not refused."""
+    extra = {"preflight_rocm_package_set": "full", "preflight_rocm_path": "/tmp/fresh-opt",
+             "_preflight_rocm_set_gb": {"full": 1e9}}
+    host.run_expect([0], "mkdir -p /tmp/fresh-opt/rocm/.info && echo 6.4.2-120 > /tmp/fresh-opt/rocm/.info/version")
+    try:
+        result = run_preflight(host, extra)
+        assert result.returncode == 0, result.stdout
+    finally:
+        host.run("rm -rf /tmp/fresh-opt")
+
+
+@pytest.fixture()
+def docker_snap(host):
+    """Docker as the Ubuntu Server installer offers it: /snap/bin/docker, a symlink to snapd's launcher
+    (a stand-in: preflight only looks for it)."""
+    host.run_expect([0], "mkdir -p /snap/bin && ln -sfn /usr/bin/snap /snap/bin/docker")
+    yield "/snap/bin/docker"
+    host.run("rm -rf /snap")
+
+
+def test_a_docker_that_is_only_the_snap_is_refused_for_the_engine(host, docker_snap):
+    before = host.check_output("find /etc /usr/local /opt -newer /etc/hostname | sort")
+    result = run_preflight(host, {"preflight_container_runner": "docker"})
+    flat = flatten(result.stdout)
+    assert result.returncode != 0, flat
+    assert f"Docker on this host is the snap ({docker_snap}), whose confinement silently redirects bind mounts" in flat
+    assert "vllm_container_engine: podman" in flat and NOTHING_CHANGED in flat
+    assert host.check_output("find /etc /usr/local /opt -newer /etc/hostname | sort") == before
+    # podman, or no container at all, is no concern of this check.
+    assert run_preflight(host, {"preflight_container_runner": "podman"}).returncode == 0
+    assert run_preflight(host, {}).returncode == 0

@@ -6,7 +6,7 @@ systemd would run."""
 from __future__ import annotations
 
 import pytest
-from conftest import EXPECT, exec_start
+from conftest import EXPECT, exec_start, run_converge
 
 testinfra_hosts = ["mi50-vllm-podman"]
 
@@ -69,3 +69,26 @@ def test_container_serves_the_model():
         "test container has no AMD GPU (/dev/kfd), and vLLM has no CPU path in a gfx906 image. "
         "This scenario proves the container unit is valid and complete, not that vLLM serves."
     )
+
+
+@pytest.fixture()
+def docker_snap(host):
+    """Docker as the Ubuntu Server installer offers it: /snap/bin/docker, a symlink to snapd's launcher
+    (a stand-in here: the roles only look for it; no snapd runs in the lab)."""
+    host.run_expect([0], "mkdir -p /snap/bin && ln -sfn /usr/bin/snap /snap/bin/docker")
+    yield "/snap/bin/docker"
+    host.run("rm -rf /snap")
+
+
+def test_a_docker_that_is_only_the_snap_is_refused_not_duplicated(host, docker_snap):
+    assert not host.file("/usr/bin/docker").exists
+    result = run_converge(host, extra={"vllm_container_engine": "docker"})
+    assert result.returncode != 0
+    flat = " ".join(result.stdout.split())
+    assert f"Docker on this host is the snap ({docker_snap})" in flat
+    assert "vllm_container_engine: podman" in flat
+    # Neither the distribution's Docker nor anything else was installed beside it.
+    assert not host.package("docker.io").is_installed
+    assert not host.file("/usr/bin/docker").exists
+    # The unit still runs the image with podman.
+    assert exec_start(host)[:2] == ["/usr/bin/podman", "run"]
