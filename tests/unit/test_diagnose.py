@@ -453,6 +453,45 @@ def test_only_the_stacks_holds_are_noted():
     assert "packages_held" not in ids(state(held=["nginx"]))
 
 
+# Captured: apt-get check -q (apt 2.6.1, Debian 12 lab image without package lists, LC_ALL=C) after
+# `dpkg -i` of two local packages whose dependencies are not installed; stdout, then stderr, joined as the
+# role joins them.
+APT_CHECK_BROKEN = """Reading package lists...
+Building dependency tree...
+Reading state information...
+You might want to run 'apt --fix-broken install' to correct these.
+The following packages have unmet dependencies:
+ amdgpu-install : Depends: python3-setuptools but it is not installable
+                  Depends: rsync but it is not installable
+ needs-clinfo : Depends: clinfo but it is not installable
+\nE: Unmet dependencies. Try 'apt --fix-broken install' with no packages (or specify a solution).
+"""
+
+
+def test_unmet_dependencies_are_found_with_apts_own_lines():
+    found = {f["id"]: f for f in diagnose.diagnose_findings(state(apt_check={"rc": 100, "output": APT_CHECK_BROKEN}))}
+    assert list(found) == ["packages_broken"]
+    problem = found["packages_broken"]["problem"]
+    assert "amdgpu-install : Depends: python3-setuptools but it is not installable" in problem
+    assert "needs-clinfo : Depends: clinfo but it is not installable" in problem
+    assert "--fix-broken" in found["packages_broken"]["action"]
+    assert diagnose.diagnose_stages(report_of(state(apt_check={"rc": 100, "output": APT_CHECK_BROKEN}))) == \
+        ["gpu", "engine", "router"]
+
+
+def test_a_clean_check_or_a_held_lock_is_not_a_broken_dependency():
+    assert ids(state(apt_check={"rc": 0, "output": "Reading package lists...\n"})) == []
+    locked = ("E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 1234 (unattended-upgr)\n"
+              "E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), is another process using it?")
+    assert ids(state(apt_check={"rc": 100, "output": locked})) == []
+
+
+def test_a_failed_check_without_apts_lines_quotes_its_error():
+    found = diagnose.diagnose_findings(state(apt_check={"rc": 100, "output": "E: The package cache file is corrupted"}))
+    assert found[0]["id"] == "packages_broken"
+    assert "E: The package cache file is corrupted" in found[0]["problem"]
+
+
 # --------------------------------------------------------------------- which stages a repair reruns
 
 def report_of(s: dict) -> dict:

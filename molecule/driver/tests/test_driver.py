@@ -200,3 +200,62 @@ def test_an_interrupted_dpkg_is_diagnosed_and_finished_first(host):
     assert host.check_output("dpkg --audit") == ""
     assert host.package("hello").is_installed
     host.run_expect([0], "DEBIAN_FRONTEND=noninteractive apt-get purge --yes --quiet hello")
+
+
+# --------------------------------------------------------------------- broken dependencies
+
+def _install_needing(host, package: str, depends: str) -> None:
+    """`dpkg -i` of a local package whose dependency is not installed, as users install AMD's
+    amdgpu-install .deb: dpkg leaves it unconfigured and apt refuses every install after it."""
+    host.run_expect([0], f"mkdir -p /tmp/{package}/DEBIAN && printf '%s\\n' 'Package: {package}' 'Version: 1.0' "
+                         f"'Architecture: all' 'Maintainer: lab <lab@localhost>' 'Depends: {depends}' "
+                         f"'Description: a package installed without its dependency' > /tmp/{package}/DEBIAN/control "
+                         f"&& dpkg-deb -b /tmp/{package} /tmp/{package}.deb")
+    host.run_expect([1], f"dpkg -i /tmp/{package}.deb")
+    assert host.run("apt-get check").rc == 100
+
+
+def test_unmet_dependencies_are_diagnosed_and_installed_first(host):
+    only(host, DISTRO)
+    assert not host.package("hello").is_installed
+    _install_needing(host, "mi50-test-needs-hello", "hello")
+    try:
+        diagnosis = run_playbook(host, "repair.yml", "--check")
+        assert diagnosis.returncode == 0, diagnosis.stdout[-3000:]
+        assert "PROBLEM [packages_broken] apt reports unmet dependencies " \
+               "(mi50-test-needs-hello : Depends: hello but it is not installed)" in diagnosis.stdout
+        stage = run_playbook(host, "playbooks/gpu.yml")
+        assert stage.returncode == 0, stage.stdout[-3000:]
+        assert "installing them with apt-get --fix-broken install, removing nothing" in stage.stdout
+        assert host.run("apt-get check").rc == 0
+        assert host.package("hello").is_installed
+        assert host.package("mi50-test-needs-hello").is_installed
+    finally:
+        host.run("DEBIAN_FRONTEND=noninteractive apt-get purge --yes --quiet mi50-test-needs-hello hello")
+
+
+def test_a_fix_that_needs_a_removal_is_left_to_the_user(host):
+    only(host, DISTRO)
+    _install_needing(host, "mi50-test-needs-nothing", "mi50-no-such-package")
+    try:
+        stage = run_playbook(host, "playbooks/gpu.yml")
+        assert stage.returncode != 0
+        assert "it could fix them only by removing mi50-test-needs-nothing (E: Packages need to be removed but " \
+               "remove is disabled.)" in stage.stdout
+        # Nothing was removed behind the user's back.
+        assert host.run("dpkg-query -W -f='${Status}' mi50-test-needs-nothing").stdout.startswith("install ok")
+    finally:
+        host.run("dpkg --purge mi50-test-needs-nothing")
+    assert host.run("apt-get check").rc == 0
+
+
+# --------------------------------------------------------------------- check mode
+
+@pytest.mark.parametrize("playbook", ["playbooks/gpu.yml"])
+def test_check_mode_on_a_converged_box_changes_nothing(host, playbook):
+    """Every instance, whatever its driver path (a failed build recorded, the distribution's driver, a
+    module DKMS built), is converged: a check run reports nothing to change."""
+    result = run_playbook(host, playbook, "--check")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert f"{name(host)} : ok=" in result.stdout
+    assert " changed=0 " in result.stdout.split(f"{name(host)} : ok=")[-1], result.stdout[-3000:]

@@ -33,6 +33,7 @@ AREAS = ("packages", "kernel", "runtime", "engine", "models", "router")
 # section: the ids are stable, the texts below are filled in from the host.
 CATALOGUE = {
     "dpkg_interrupted": "an interrupted dpkg left packages unfinished: apt refuses to run until they are",
+    "packages_broken": "dependencies are unmet (apt-get check): apt refuses to install anything until they are",
     "packages_held": "packages of the GPU stack are held back (apt-mark hold)",
     "gpu_missing": "the recorded tier used a GPU, but no AMD GPU is on the PCI bus any more",
     "module_not_loaded": "an AMD GPU is on the PCI bus but the amdgpu kernel module is not loaded",
@@ -419,6 +420,13 @@ _STACK_PACKAGES = re.compile(r"^(amdgpu|rocm|hip|hsa|rocblas|rocminfo|mesa-vulka
                              r"firmware-amd|linux-firmware|dkms|linux-headers)")
 
 
+def _first_error(output: str) -> str:
+    """apt's first `E:` line, or its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("E:")]
+    return (errors or lines or ["no output"])[0]
+
+
 def _package_findings(state: dict) -> list[dict]:
     out: list[dict] = []
     audit = state.get("dpkg_audit") or ""
@@ -431,6 +439,20 @@ def _package_findings(state: dict) -> list[dict]:
             "finish them with `dpkg --configure -a` before anything is installed (GPU stage)",
             "`sudo dpkg --configure -a`; if a package's script fails again, `sudo dpkg --audit` names it and "
             "`sudo apt-get install -f` or removing it gets apt going"))
+    check = state.get("apt_check") or {}
+    output = check.get("output") or ""
+    # Another apt holding the lock says nothing about the dependencies.
+    if str(check.get("rc", 0)) not in ("0", "") and not re.search(r"Could not get lock|Unable to acquire", output):
+        # apt's own lines: " <package> : Depends: <dependency> but it is not installed"
+        unmet = [" ".join(line.split()) for line in output.splitlines() if re.match(r"^ \S+ : ", line)]
+        out.append(_finding(
+            "packages_broken", "packages", "problem",
+            "apt reports unmet dependencies" + (f" ({'; '.join(unmet[:4])}{' ...' if len(unmet) > 4 else ''})"
+                                                if unmet else f": {_first_error(output)}")
+            + ": every apt install fails until they are met",
+            "install what is missing with `apt-get --fix-broken install`, removing nothing (GPU stage); "
+            "a fix that needs a removal is left to you",
+            "`sudo apt --fix-broken install`, reading what it would remove before you agree"))
     held = [p for p in state.get("held") or [] if isinstance(p, str) and _STACK_PACKAGES.match(p)]
     if held:
         out.append(_finding(
