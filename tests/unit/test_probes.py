@@ -5,6 +5,7 @@ gpu_backend.fact (docs/architecture.md)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -79,6 +80,47 @@ def test_rocm_cpu_agents_never_pass_even_with_software_accepted():
     assert probe["reason"].startswith("rocminfo lists no GPU agent, only: AMD EPYC 7452 32-Core Processor (cpu)")
 
 
+TWO_MI50_ROCM42 = "rocminfo/rocm-issue-1535-2x-mi50-rocm4.2.stdout"
+RADEON_VII_ROCM50 = "rocminfo/rocm-issue-1753-radeon-vii-rocm5.0.stdout"
+
+
+def test_rocminfo_finds_two_published_mi50s_under_rocm_4_2():
+    """ROCm 4.2 names the MI50 by its chip ("Vega 20"); the target comes from the agent name."""
+    parsed = probes.rocminfo(read(TWO_MI50_ROCM42))
+    assert parsed["version"] == "1.1" and parsed["message"] == ""
+    assert [(d["name"], d["type"], d["gfx_target"], d["software"], d["vendor"]) for d in parsed["devices"]] == [
+        ("AMD EPYC 7302 16-Core Processor", "cpu", None, True, "CPU"),
+        ("Vega 20", "gpu", "gfx906", False, "AMD"),
+        ("Vega 20", "gpu", "gfx906", False, "AMD"),
+    ]
+
+
+def test_rocminfo_finds_the_published_radeon_vii_under_rocm_5_0():
+    parsed = probes.rocminfo(read(RADEON_VII_ROCM50))
+    assert parsed["version"] == "1.1" and parsed["message"] == ""
+    assert [(d["name"], d["type"], d["gfx_target"], d["software"], d["vendor"]) for d in parsed["devices"]] == [
+        ("AMD Ryzen 7 2700X Eight-Core Processor", "cpu", None, True, "CPU"),
+        ("AMD Radeon VII", "gpu", "gfx906", False, "AMD"),
+    ]
+
+
+@pytest.mark.parametrize(("capture", "release", "name"), [(TWO_MI50_ROCM42, "4.2.0", "Vega 20"),
+                                                          (RADEON_VII_ROCM50, "5.0.0", "AMD Radeon VII")])
+def test_rocm_probe_passes_on_the_published_gfx906_boxes(capture, release, name):
+    probe = probes.gpu_probe(run("rocm", read(capture)), rocm_release=release)
+    assert probe["ok"] and probe["reason"] == "" and probe["version"] == release
+    assert probe["device"] == {"name": name, "type": "gpu", "gfx_target": "gfx906", "software": False}
+    choice = probes.gpu_tier_choice({"rocm": probe}, ["rocm"])
+    assert choice["fact"]["tier"] == "rocm" and not choice["error"]
+
+
+@pytest.mark.parametrize("capture", [TWO_MI50_ROCM42, RADEON_VII_ROCM50])
+def test_rocm_probe_rejects_the_published_boxes_cpu_agent_alone(capture):
+    cpu_only = read(capture).split("*******\nAgent 2")[0]
+    probe = probes.gpu_probe(run("rocm", cpu_only), accept_software=True)
+    assert not probe["ok"] and probe["reason"].startswith("rocminfo lists no GPU agent, only: AMD ")
+
+
 @pytest.mark.parametrize(("text", "release"), [("6.4.2-120\n", "6.4.2"), ("6.4.0\n", "6.4.0"), ("", ""), ("garbage", "")])
 def test_rocm_release_file(text, release):
     assert probes.rocm_release(text) == release
@@ -103,6 +145,52 @@ def test_vulkaninfo_names_the_mi50s_target_from_radvs_chip_name():
     text = read("vulkaninfo/published-radv-890m.devices").replace("AMD Radeon 890M Graphics (RADV STRIX1)",
                                                                    "AMD Instinct MI60 / MI50 (RADV VEGA20)")
     assert probes.vulkaninfo_summary(text)["devices"][0]["gfx_target"] == "gfx906"
+
+
+NAVI22 = "vulkaninfo/published-radv-navi22.devices"
+
+
+def vega20_radv_names_by_line() -> list[list[str]]:
+    """The RADV names real gfx906 cards had, found in each logged line (the # lines say where each was seen)."""
+    return [re.findall(r"AMD [^:=|()]+ \(RADV VEGA20\)", line)
+            for line in read("vulkaninfo/vega20-radv-device-names.log-lines").splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def vega20_radv_names() -> list[str]:
+    return [name for names in vega20_radv_names_by_line() for name in names]
+
+
+def test_vulkaninfo_reads_a_published_radv_discrete_gpu():
+    parsed = probes.vulkaninfo_summary(read(NAVI22))
+    assert parsed["version"] is None  # only the Devices: section was published
+    assert parsed["devices"] == [{"name": "AMD Radeon RX 6700 XT (RADV NAVI22)", "type": "discrete_gpu",
+                                  "software": False, "gfx_target": "gfx1031", "driver": "radv",
+                                  "api_version": "1.3.274"}]
+    probe = probes.gpu_probe(run("vulkan", read(NAVI22)))
+    assert probe["ok"] and probe["device"]["gfx_target"] == "gfx1031"
+
+
+def test_the_real_vega20_names_are_read_from_the_log_lines():
+    by_line = vega20_radv_names_by_line()
+    assert len(by_line) == 4 and all(len(names) == 1 for names in by_line), by_line  # one name per logged line
+    assert "AMD Instinct MI60 / MI50 (RADV VEGA20)" in vega20_radv_names()
+
+
+@pytest.mark.parametrize("device_id", ["0x66a1", "0x66af"])
+@pytest.mark.parametrize("name", vega20_radv_names())
+def test_vulkan_probe_passes_on_each_real_vega20_name_in_the_real_layout(name, device_id):
+    """No vulkaninfo --summary of a Vega 20 card was published: the real navi22 one, with
+    a real gfx906 deviceName and a Vega 20 deviceID (MI50/Radeon Pro VII 0x66a1, Radeon VII 0x66af)."""
+    text = read(NAVI22)
+    assert "AMD Radeon RX 6700 XT (RADV NAVI22)" in text and "0x73df" in text
+    text = text.replace("AMD Radeon RX 6700 XT (RADV NAVI22)", name).replace("0x73df", device_id)
+    (device,) = probes.vulkaninfo_summary(text)["devices"]
+    assert device == {"name": name, "type": "discrete_gpu", "software": False, "gfx_target": "gfx906",
+                      "driver": "radv", "api_version": "1.3.274"}
+    probe = probes.gpu_probe(run("vulkan", text))
+    assert probe["ok"] and probe["reason"] == ""
+    assert probe["device"] == {"name": name, "type": "discrete_gpu", "gfx_target": "gfx906", "software": False}
 
 
 def test_vulkan_probe_rejects_lavapipe_as_software():

@@ -36,9 +36,11 @@ TOOLS = {"rocm": "rocminfo", "vulkan": "vulkaninfo", "opencl": "clinfo"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 # RADV names a device by its chip ("AMD Radeon VII (RADV VEGA20)"); the LLVM
-# targets of the Vega/CDNA chips this project cares about.
+# targets of the Vega/CDNA chips this project cares about, and of NAVI22, the chip
+# of the one published discrete-GPU `vulkaninfo --summary` in the test data (Mesa's
+# ac_get_llvm_processor_name: CHIP_NAVI22 -> "gfx1031").
 _RADV_TARGETS = {"VEGA10": "gfx900", "VEGA12": "gfx904", "VEGA20": "gfx906",
-                 "ARCTURUS": "gfx908", "ALDEBARAN": "gfx90a"}
+                 "ARCTURUS": "gfx908", "ALDEBARAN": "gfx90a", "NAVI22": "gfx1031"}
 
 # Drivers and platforms that run on the CPU although they present a GPU API.
 _SOFTWARE_NAMES = re.compile(r"llvmpipe|lavapipe|swiftshader|softpipe|portable computing language|\bpocl\b", re.I)
