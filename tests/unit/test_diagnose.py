@@ -33,7 +33,7 @@ HEALTHY = {
     "gpu_fact": {"tier": "rocm", "order": ["rocm", "vulkan", "opencl"], "available": ["rocm", "vulkan"],
                  "device": {"name": "AMD Instinct MI50/MI60", "software": False}, "rejected": {"opencl": "no ICD"}},
     "order": ["rocm", "vulkan", "opencl"],
-    "probes": {"rocm": PROBE_OK, "vulkan": {"ok": True, "reason": "", "device": {"name": "AMD Radeon (RADV VEGA20)"}},
+    "probes": {"rocm": PROBE_OK, "vulkan": {"ok": True, "reason": "", "device": {"name": "AMD Radeon Graphics (RADV VEGA20)"}},
                "opencl": {"ok": False, "reason": "clinfo lists no OpenCL platform", "device": None}},
     "engine": {"fact": {"engine": "ollama", "version": "0.12.3", "tier": "rocm", "service": "ollama.service",
                         "health_url": "http://127.0.0.1:11434/api/version",

@@ -184,6 +184,31 @@ def test_a_next_kernel_outside_amds_range_is_warned_about_and_skipped(host):
     assert f", {pending}, x86_64: installed" in host.check_output("dkms status -m amdgpu")
 
 
+def test_a_next_kernel_whose_headers_apt_does_not_have_is_reported(host):
+    """An installed kernel whose headers left the archive (or never came from one): said, not a failure."""
+    only(host, MODULE_LOAD)
+    orphan = "6.99.0-98-noheaders"
+    host.run_expect([0], f"printf 'STAND-IN kernel image {orphan}\\n' > /boot/vmlinuz-{orphan}")
+    try:
+        result = run_playbook(host, "playbooks/gpu.yml", extra={"rocm_dkms_unsupported_kernel": "try"})
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert (f"WARNING: kernel {orphan} is installed and boots next, but DKMS has no amdgpu for it: apt knows no "
+                f"linux-headers-{orphan} (install them, or remove that kernel)") in result.stdout
+    finally:
+        host.run(f"rm -f /boot/vmlinuz-{orphan}")
+
+
+def test_a_kernel_flavour_without_modules_extra_is_reported_not_fatal(host):
+    """Ubuntu's linux-modules-extra-<kernel> is missing for some flavours. Debian has none at all, so the
+    Ubuntu package list is given to the role on this Debian box: apt really does not know the package."""
+    only(host, MODULE_LOAD)
+    extra_pkg = f"linux-modules-extra-{host.check_output('uname -r')}"
+    result = run_playbook(host, "playbooks/gpu.yml", extra={"_rocm_dkms_os_packages": [extra_pkg]})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert f"WARNING: apt knows no {extra_pkg}. This kernel flavour may not have it; the amdgpu build is tried " \
+           "anyway" in result.stdout
+
+
 # --------------------------------------------------------------------- an interrupted dpkg
 
 def test_an_interrupted_dpkg_is_diagnosed_and_finished_first(host):

@@ -49,7 +49,7 @@ SANDBOX = {
 }
 MI50_ROCM = {
     "schema": 1, "tier": "rocm", "forced": False, "order": ["rocm", "vulkan", "opencl"],
-    "device": {"name": "AMD Instinct MI50", "gfx_target": "gfx906", "software": False},
+    "device": {"name": "AMD Instinct MI50/MI60", "gfx_target": "gfx906", "software": False},
     "versions": {"rocm": "6.4.2"}, "available": ["rocm"], "rejected": {}, "probes": {},
 }
 LAVAPIPE = MI50_ROCM | {"tier": "vulkan", "device": {"name": "llvmpipe", "gfx_target": "", "software": True}}

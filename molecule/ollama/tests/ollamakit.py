@@ -12,7 +12,7 @@ from pathlib import Path
 
 PROJECT = Path(os.environ.get("MI50_PROJECT_DIR", Path(__file__).resolve().parents[3]))
 NOTHING_CHANGED = "Nothing was changed on this host."
-MI50 = {"name": "AMD Instinct MI50", "gfx_target": "gfx906", "software": False}
+MI50 = {"name": "AMD Instinct MI50/MI60", "gfx_target": "gfx906", "software": False}
 
 # Talks to Ollama from inside the instance (the lab image has python3, no curl).
 API = r"""

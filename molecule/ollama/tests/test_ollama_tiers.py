@@ -34,7 +34,7 @@ def rocm(host):
 
 @pytest.fixture(scope="module")
 def vulkan(host):
-    write_tier(host, "vulkan", {"name": "AMD Radeon (RADV VEGA20)", "gfx_target": "gfx906", "software": False})
+    write_tier(host, "vulkan", {"name": "AMD Radeon Graphics (RADV VEGA20)", "gfx_target": "gfx906", "software": False})
     result = run_engine(host, QUICK)
     assert result.returncode == 0, result.stdout
     return result
