@@ -52,7 +52,9 @@ def test_every_row_answers_its_own_case(index):
         ("rocm", "0.13.0-rc1", "cpu"),
         ("rocm", "0.32.7", "cpu"),
         ("vulkan", "0.12.10", "cpu"),  # no Vulkan backend yet
-        ("vulkan", "0.12.11", "gpu"),  # opt-in from here
+        ("vulkan", "0.12.11", "cpu"),  # OLLAMA_VULKAN read, but the Linux archives lack the libraries (#13104)
+        ("vulkan", "0.13.0-rc0", "gpu"),  # the archives carry them from here (PR #13123)
+        ("vulkan", "0.13.0", "gpu"),
         ("vulkan", "v0.30.0", "gpu"),  # on by default
         ("opencl", "0.12.3", "cpu"),   # Ollama has no OpenCL backend
         ("opencl", "0.32.7", "cpu"),
@@ -70,10 +72,13 @@ def test_newer_ollama_on_rocm_names_the_pin_and_the_tier_order():
     assert "put vulkan first in gpu_tiers" in message
 
 
-def test_old_ollama_on_vulkan_names_the_minimum():
-    message = ec.engine_compat("ollama", "vulkan", "0.12.3", "gfx906")["message"]
-    assert "no Vulkan backend before 0.12.11" in message
-    assert 'ollama_version "0.12.11" or newer' in message
+@pytest.mark.parametrize("version", ["0.12.3", "0.12.11"])
+def test_old_ollama_on_vulkan_names_the_minimum_and_why(version):
+    message = ec.engine_compat("ollama", "vulkan", version, "gfx906")["message"]
+    assert "carry no Vulkan libraries before 0.13.0" in message
+    assert "ollama issue #13104" in message
+    assert 'ollama_version "0.13.0" or newer' in message
+    assert "0.12.11 or newer" not in message
 
 
 def test_a_target_without_a_row_is_unknown_not_refused():
@@ -149,7 +154,12 @@ def test_a_pin_applies_to_every_tier():
 def test_old_ollama_with_vulkan_first_is_refused():
     out = check(tiers=["vulkan", "rocm"], version="0.12.3")
     assert out["first_tier"] == "vulkan"
-    assert "no Vulkan backend before 0.12.11" in out["problems"][0]
+    assert "no Vulkan libraries before 0.13.0" in out["problems"][0]
+
+
+def test_ollama_0_12_11_with_vulkan_first_is_refused():
+    out = check(tiers=["vulkan", "rocm"], version="0.12.11")
+    assert out["problems"] and 'Pin ollama_version "0.13.0" or newer' in out["problems"][0]
 
 
 def test_the_forced_tier_is_the_one_checked():
@@ -199,6 +209,20 @@ def test_a_refusal_without_a_fix_is_refused():
     del broken["rows"][1]["fix"]
     with pytest.raises(ec.MatrixError, match="needs a fix"):
         ec.validate(broken)
+
+
+def test_a_version_bound_without_its_source_is_refused():
+    broken = copy.deepcopy(MATRIX)
+    bounded = next(r for r in broken["rows"] if "min_version" in r or "max_version" in r)
+    del bounded["source"]
+    with pytest.raises(ec.MatrixError, match="needs its source"):
+        ec.validate(broken)
+
+
+def test_every_floor_and_ceiling_carries_its_source():
+    for row in MATRIX["rows"]:
+        if "min_version" in row or "max_version" in row:
+            assert row.get("source", "").strip(), row
 
 
 def test_every_engine_has_a_row_for_every_tier():

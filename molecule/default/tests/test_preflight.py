@@ -62,15 +62,23 @@ def run_preflight(host, extra: dict) -> subprocess.CompletedProcess:
             ("Tier rocm (first in gpu_tiers): Ollama 0.13.0 cannot use gfx906 on the ROCm tier",
              'Pin ollama_version "0.12.3" for the ROCm tier', "or put vulkan first in gpu_tiers"),
         ),
-        # An Ollama older than 0.12.11 has no Vulkan backend.
+        # Ollama's Linux archives carry the Vulkan libraries only from 0.13.0.
         (
             {"preflight_pci_devices_path": FAKE_PCI, "preflight_engine": "ollama", "preflight_engine_version": "0.12.3",
              "preflight_gpu_tiers": ["vulkan", "rocm"]},
             ("Tier vulkan (first in gpu_tiers): Ollama 0.12.3 cannot use gfx906 on the Vulkan tier",
-             'Pin ollama_version "0.12.11" or newer'),
+             'Pin ollama_version "0.13.0" or newer'),
+        ),
+        # 0.12.11 reads OLLAMA_VULKAN, but its archives lack the Vulkan libraries (ollama issue #13104).
+        (
+            {"preflight_pci_devices_path": FAKE_PCI, "preflight_engine": "ollama", "preflight_engine_version": "0.12.11",
+             "preflight_gpu_tiers": ["vulkan", "rocm"]},
+            ("Tier vulkan (first in gpu_tiers): Ollama 0.12.11 cannot use gfx906 on the Vulkan tier",
+             "carry no Vulkan libraries before 0.13.0", "ollama issue #13104", 'Pin ollama_version "0.13.0" or newer'),
         ),
     ],
-    ids=["old-kernel", "no-gpu", "no-disk", "no-disk-for-rocm", "unsupported-os", "ollama-too-new-for-rocm", "ollama-too-old-for-vulkan"],
+    ids=["old-kernel", "no-gpu", "no-disk", "no-disk-for-rocm", "unsupported-os", "ollama-too-new-for-rocm",
+         "ollama-too-old-for-vulkan", "ollama-0.12.11-vulkan-without-libraries"],
 )
 def test_refuses_with_the_fix_and_changes_nothing(host, fake_mi50, extra, expected):
     before = host.check_output("find /etc /usr/local /opt -newer /etc/hostname | sort")

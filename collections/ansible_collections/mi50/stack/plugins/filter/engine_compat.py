@@ -79,7 +79,7 @@ def load_matrix(path: str = str(MATRIX)) -> dict:
 
 def validate(matrix: dict) -> None:
     known = {"engine", "tier", "targets", "min_version", "max_version", "option_true",
-             "option_lists_target", "result", "why", "fix"}
+             "option_lists_target", "result", "why", "fix", "source"}
     for index, row in enumerate(matrix["rows"]):
         where = f"engine matrix row {index + 1}"
         if set(row) - known:
@@ -92,6 +92,8 @@ def validate(matrix: dict) -> None:
             raise MatrixError(f"{where}: result must be gpu, cpu or none")
         if not row.get("why"):
             raise MatrixError(f"{where}: says no why")
+        if ("min_version" in row or "max_version" in row) and not row.get("source"):
+            raise MatrixError(f"{where}: a version floor or ceiling needs its source")
         if row["result"] != "gpu" and row["tier"] != "cpu" and not row.get("fix"):
             raise MatrixError(f"{where}: a {row['result']} result needs a fix")
 
