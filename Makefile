@@ -14,13 +14,14 @@ LABCTL       := $(BIN)/python tests/lab/labctl.py
 # Molecule scenarios: default first, then every other scenario directory.
 SCENARIOS    ?= default $(sort $(filter-out default,$(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))))
 
-.PHONY: docs help venv docker image fixtures serve lint unit molecule test lab lab-summary lab-destroy lab-benchmark clean
+.PHONY: docs help replay venv docker image fixtures serve lint unit molecule test lab lab-summary lab-destroy lab-benchmark clean
 
 help:
 	@echo "make lab    provision the lab container with site.yml and print a summary"
 	@echo "make test   lint, unit tests and every Molecule scenario ($(SCENARIOS))"
 	@echo "make lab-benchmark   the box benchmark against the lab container (after make lab)"
 	@echo "make lab-destroy | clean"
+	@echo "make replay REPORT=<field report archive>   what gpu_backend and diagnose decide from it"
 
 # The controller toolchain, pinned in requirements.txt; rebuilt when it changes.
 $(BIN)/.installed: requirements.txt files/llm_router/pyproject.toml
@@ -94,3 +95,9 @@ clean: lab-destroy
 
 docs: venv
 	$(BIN)/python tests/tools/role_docs.py
+
+# A field report (playbooks/field_report.yml) replayed offline: the tier gpu_backend would
+# record and what diagnose finds, from the report alone (docs/field-report.md).
+replay: venv
+	@test -n "$(REPORT)" || { echo "usage: make replay REPORT=reports/field/field-report-host-1-<time>.tar.gz"; exit 2; }
+	@$(BIN)/python files/field_report/field_report.py replay $(REPORT)
