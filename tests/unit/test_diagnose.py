@@ -467,6 +467,21 @@ The following packages have unmet dependencies:
 \nE: Unmet dependencies. Try 'apt --fix-broken install' with no packages (or specify a solution).
 """
 
+# Captured the same way with Debian 12's package lists present: a dependency the archive has is named alone.
+APT_CHECK_INSTALLABLE = """Reading package lists...
+Building dependency tree...
+Reading state information...
+You might want to run 'apt --fix-broken install' to correct these.
+The following packages have unmet dependencies:
+ mi50-test-needs-hello : Depends: hello
+\nE: Unmet dependencies. Try 'apt --fix-broken install' with no packages (or specify a solution).
+"""
+
+
+def test_an_unmet_dependency_the_archive_has_is_named():
+    (found,) = diagnose.diagnose_findings(state(apt_check={"rc": "100", "output": APT_CHECK_INSTALLABLE}))
+    assert "apt reports unmet dependencies (mi50-test-needs-hello : Depends: hello): every apt install" \
+        in found["problem"]
 
 def test_unmet_dependencies_are_found_with_apts_own_lines():
     found = {f["id"]: f for f in diagnose.diagnose_findings(state(apt_check={"rc": 100, "output": APT_CHECK_BROKEN}))}
@@ -529,3 +544,36 @@ def test_the_key_rejection_quotes_modprobe_and_the_kernel():
         "kernel_log": ["Loading of module with unavailable key is rejected"]}))}
     problem = found["module_key_rejected"]["problem"]
     assert "Key was rejected by service; Loading of module with unavailable key is rejected" in problem
+
+
+# --------------------------------------------------------------------- offload measured by the engine role
+
+ON_GPU = {"accelerated": True, "vram_fraction": 1.0, "processor": "100% GPU"}
+ON_CPU = {"accelerated": False, "vram_fraction": 0.0, "processor": "100% CPU"}
+
+
+@pytest.mark.parametrize(("offload", "gpu_tier", "expected"), [
+    ({"qwen2.5:7b-instruct-q4_K_M": ON_GPU, "llama3.1:8b-instruct-q4_K_M": ON_GPU}, "rocm", []),
+    ({"qwen2.5:7b-instruct-q4_K_M": ON_GPU, "llama3.1:8b-instruct-q4_K_M": ON_CPU}, "rocm",
+     [("engine_on_cpu", "problem")]),
+    ({"qwen2.5:7b-instruct-q4_K_M": {"accelerated": True, "vram_fraction": 0.62, "processor": "38%/62% CPU/GPU"}},
+     "rocm", [("engine_on_cpu", "notice")]),
+    # Nothing measured (ollama_verify_models off, or an engine that does not measure): nothing to say.
+    ({}, "rocm", []),
+    # The cpu tier: the CPU is what was asked for.
+    ({"qwen2.5:7b-instruct-q4_K_M": ON_CPU}, "cpu", []),
+], ids=["all-on-gpu", "one-on-cpu", "partly-in-vram", "not-measured", "cpu-tier"])
+def test_a_model_measured_on_the_cpu_of_a_gpu_tier_is_a_problem(offload, gpu_tier, expected):
+    found = diagnose.diagnose_findings(state(**{"engine.fact.offload": offload, "gpu_fact.tier": gpu_tier,
+                                                "engine.fact.tier": gpu_tier}))
+    assert [(f["id"], f["severity"]) for f in found if f["id"] == "engine_on_cpu"] == expected
+
+
+def test_the_cpu_finding_names_the_model_and_makes_repair_rerun_the_engine():
+    broken = state(**{"engine.fact.offload": {"qwen2.5:7b-instruct-q4_K_M": ON_GPU,
+                                              "llama3.1:8b-instruct-q4_K_M": ON_CPU}})
+    finding = next(f for f in diagnose.diagnose_findings(broken) if f["id"] == "engine_on_cpu")
+    assert "llama3.1:8b-instruct-q4_K_M on the CPU" in finding["problem"]
+    assert "qwen2.5" not in finding["problem"]
+    assert "/dev/kfd" in finding["manual"]
+    assert "engine" in diagnose.diagnose_stages({"findings": [finding]})

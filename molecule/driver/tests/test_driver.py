@@ -247,8 +247,9 @@ def test_unmet_dependencies_are_diagnosed_and_installed_first(host):
     try:
         diagnosis = run_playbook(host, "repair.yml", "--check")
         assert diagnosis.returncode == 0, diagnosis.stdout[-3000:]
+        # apt-get check names the dependency alone when the archive has it.
         assert "PROBLEM [packages_broken] apt reports unmet dependencies " \
-               "(mi50-test-needs-hello : Depends: hello but it is not installed)" in diagnosis.stdout
+               "(mi50-test-needs-hello : Depends: hello)" in diagnosis.stdout
         stage = run_playbook(host, "playbooks/gpu.yml")
         assert stage.returncode == 0, stage.stdout[-3000:]
         assert "installing them with apt-get --fix-broken install, removing nothing" in stage.stdout
