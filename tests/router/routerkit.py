@@ -75,10 +75,10 @@ def config_dict(tmp_path: Path, local_url: str, cloud_url: str, **routing: Any) 
 @contextlib.asynccontextmanager
 async def asgi_client(app: Gate) -> AsyncIterator[httpx.AsyncClient]:
     """Run the app's lifespan and talk to it in-process."""
-    starlette_app = app.app
+    starlette_app = app.starlette
     async with starlette_app.router.lifespan_context(starlette_app):  # type: ignore[attr-defined]
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://router") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield client
 
 

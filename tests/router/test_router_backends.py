@@ -102,7 +102,7 @@ def raising(exc: Exception) -> Handler:
         (raising(httpx.ReadTimeout("slow")), "timeout", "read timeout after 2s"),
         (raising(httpx.ConnectTimeout("slow")), "timeout", "connect timeout"),
         (raising(httpx.ConnectError("refused")), "connect_error", "cannot connect"),
-        (raising(httpx.RemoteProtocolError("eof")), "protocol_error", "RemoteProtocolError"),
+        (raising(httpx.RemoteProtocolError("eof")), "protocol_error", "response malformed"),
     ],
 )
 async def test_failures_are_classified(handler: Handler, reason: str, detail: str) -> None:

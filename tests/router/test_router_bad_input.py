@@ -17,6 +17,7 @@ from routerkit import LONG_TEXT, SECRETS, LiveRouter, asgi_client
 
 Client = tuple[httpx.AsyncClient, Gate]
 LIMIT = 4096
+JSON = {"content-type": "application/json"}
 DECOMPRESSED_LIMIT = 64 * 1024
 
 
@@ -89,7 +90,7 @@ BODY_CASES = [
 )
 async def test_compress_rejects(small_router: Client, raw, status, code, mentions) -> None:
     client, app = small_router
-    r = await client.post("/v1/compress", content=raw)
+    r = await client.post("/v1/compress", content=raw, headers=JSON)
     assert_refused(r, status, code, mentions)
     assert ledger_count(app) == 0
 
@@ -208,7 +209,7 @@ async def test_oversized_chunked_body_is_counted_while_read(small_router: Client
             yield b"x" * 1024
         yield b'"}'
 
-    r = await client.post("/v1/compress", content=body())
+    r = await client.post("/v1/compress", content=body(), headers=JSON)
     assert_refused(r, 413, "body_too_large", "max_body_bytes")
     assert ledger_count(app) == 0
 
@@ -226,16 +227,20 @@ def test_oversized_bodies_over_real_http(make_config: Callable[..., RouterConfig
                 yield b"y" * 1024
             yield b'"}'
 
-        r = client.post(f"{live.url}/v1/compress", content=chunks())
+        r = client.post(f"{live.url}/v1/compress", content=chunks(), headers=JSON)
         assert_refused(r, 413, "body_too_large")
         ok = client.post(f"{live.url}/v1/compress", json={"text": LONG_TEXT})
         assert ok.status_code == 200
 
 
 CHAT_CASES = [
-    ("no messages", {"model": "auto"}, "messages: must be a non-empty list"),
-    ("empty messages", {"messages": []}, "messages: must be a non-empty list"),
-    ("message not object", {"messages": ["hi"]}, "every item must be an object"),
+    ("no messages", {"model": "auto"}, "messages: is required"),
+    ("empty messages", {"messages": []}, "messages: must not be empty"),
+    ("message not object", {"messages": ["hi"]}, "messages[0]: must be a mapping"),
+    ("empty message", {"messages": [{}]}, "messages[0].role: is required"),
+    ("role not a string", {"messages": [{"role": 1}]}, "messages[0].role: must be one of"),
+    ("unknown role", {"messages": [{"role": "admin", "content": "x"}]}, "messages[0].role"),
+    ("content a number", {"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ("model not string", {"model": 3, "messages": [{"role": "user", "content": "x"}]}, "model"),
     (
         "stream not bool",

@@ -6,10 +6,11 @@ import asyncio
 import datetime as dt
 import os
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from llm_router.ledger import Ledger, LedgerError, RequestRecord, UsageRow
+from llm_router.ledger import _SCHEMA, Ledger, LedgerError, RequestRecord, UsageRow
 
 DAY1 = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc).timestamp()
 DAY2 = dt.datetime(2026, 3, 2, 23, 59, tzinfo=dt.timezone.utc).timestamp()
@@ -112,5 +113,25 @@ async def test_records_survive_reopening(tmp_path: Path) -> None:
     assert second.report()["totals"]["tokens"] == 100
     second.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
+
+
+async def test_a_version_1_ledger_gains_the_estimated_column(tmp_path: Path) -> None:
+    """A ledger written before token estimates were marked opens, and its rows read as exact."""
+    path = str(tmp_path / "ledger.sqlite3")
+    old_schema = _SCHEMA.replace(",\n    estimated INTEGER NOT NULL DEFAULT 0", "")
+    assert "estimated" not in old_schema
+    conn = sqlite3.connect(path)
+    conn.executescript(old_schema)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    ledger = Ledger(path, baseline_price=0.001)
+    ledger.open()
+    await ledger.record(record("est", DAY1, replace(row("local", 0.0001, 100), estimated=True)))
+    await ledger.record(record("exact", DAY1, row("local", 0.0001, 40)))
+    report = ledger.report()
+    ledger.close()
+    assert report["totals"]["tokens"] == 140
+    assert report["totals"]["estimated_tokens"] == 100
+    assert report["by_backend"]["local"]["estimated_tokens"] == 100

@@ -142,7 +142,7 @@ def test_unhealthy_and_open_backends_are_skipped_with_reasons() -> None:
     local, cloud = router.slot("local"), router.slot("cloud")
     assert local is not None
     assert cloud is not None
-    local.probe.record(False, "HTTP 503", 0)
+    local.probe.record(False, "HTTP 503")
     chain = router.chain("compress")
     first = next(iter(chain))
     assert first.name == "cloud"
@@ -195,5 +195,5 @@ def test_readiness_counts_usable_backends() -> None:
     for name in ("local", "cloud"):
         slot = router.slot(name)
         assert slot is not None
-        slot.probe.record(False, "down", 0)
-    assert [s.name for s in router.usable()] == ["zstd"]
+        slot.probe.record(False, "down")
+    assert [s.name for s in router.slots if s.usable()] == ["zstd"]

@@ -91,7 +91,11 @@ def test_secrets_stay_out_of_logs_responses_and_other_backends(
             for path in ("/readyz", "/metrics", "/v1/models", "/v1/cost"):
                 keep(client.get(path, headers=auth))
             keep(
-                client.post("/v1/compress", content=b"{bad json " + API_KEY.encode(), headers=auth)
+                client.post(
+                    "/v1/compress",
+                    content=b"{bad json " + API_KEY.encode(),
+                    headers={**auth, "content-type": "application/json"},
+                )
             )
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -6,20 +6,24 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hmac
+import ipaddress
+import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
 
 import httpx
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llm_router.api import ChatRequest, CompressRequest, ReconstructRequest, openapi
 from llm_router.config import Quality, RouterConfig, Secrets
 from llm_router.envelope import parse_envelope
 from llm_router.errors import ApiError, bad_request, invalid_request
@@ -27,7 +31,9 @@ from llm_router.metrics import CONTENT_TYPE
 from llm_router.routing import Attempt
 from llm_router.service import Relay, RouterService
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
 ENDPOINTS = {
     "/v1/compress": "compress",
     "/v1/reconstruct": "reconstruct",
@@ -37,23 +43,14 @@ ENDPOINTS = {
     "/metrics": "metrics",
     "/healthz": "healthz",
     "/readyz": "readyz",
+    "/openapi.json": "openapi",
 }
+JSON_ENDPOINTS = frozenset({"/v1/compress", "/v1/reconstruct", "/v1/chat/completions"})
+# Host names that always reach the router: this machine by name (Ollama allows the same).
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+CLIENT_GONE = "llm_router.client_gone"  # set in the ASGI scope when the client left early
+STATUS_CLIENT_GONE = "499"  # nginx's "client closed request", as a metric label
 QUALITY_HEADER = "x-llm-router-quality"
-
-
-class CompressRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    text: str = Field(min_length=1)
-    quality: Literal["low", "normal", "high"] = "normal"
-    verify: bool | None = None
-    backend: str | None = None
-
-
-class ReconstructRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    envelope: Any  # checked by parse_envelope, which knows about versions
 
 
 # --- responses -------------------------------------------------------------------------------
@@ -84,11 +81,14 @@ async def read_json(request: Request, limit: int) -> Any:
     """Read at most ``limit`` bytes (whatever Content-Length claims) and parse them as JSON."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise bad_request("empty_body", "request body is empty; send a JSON object")
@@ -102,6 +102,10 @@ async def read_json(request: Request, limit: int) -> Any:
         return pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
         raise bad_request("invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+class ClientGone(Exception):
+    """The client closed the connection (or broke its framing) before its body was complete."""
 
 
 def _too_large(limit: int) -> ApiError:
@@ -127,16 +131,12 @@ def _quality(request: Request) -> Quality:
     return value  # type: ignore[return-value]
 
 
-def _check_chat(body: dict[str, Any]) -> None:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("invalid_request", "messages: must be a non-empty list", "messages")
-    if not all(isinstance(m, dict) for m in messages):
-        raise bad_request("invalid_request", "messages: every item must be an object", "messages")
-    if "model" in body and not isinstance(body["model"], str):
-        raise bad_request("invalid_request", "model: must be a string", "model")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise bad_request("invalid_request", "stream: must be true or false", "stream")
+def _check_chat(body: dict[str, Any]) -> ChatRequest:
+    """Validate before anything is forwarded; the body itself goes upstream unchanged."""
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        raise invalid_request(exc) from None
 
 
 def _day(request: Request, name: str) -> str | None:
@@ -156,6 +156,7 @@ class Handlers:
     def __init__(self, service: RouterService) -> None:
         self.service = service
         self.limit = service.cfg.server.max_body_bytes
+        self.openapi_body = pydantic_core.to_json(openapi())
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -166,6 +167,9 @@ class Handlers:
 
     async def metrics(self, request: Request) -> Response:
         return Response(self.service.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(self.openapi_body, media_type="application/json")
 
     async def models(self, request: Request) -> Response:
         return json_response(self.service.models())
@@ -193,10 +197,10 @@ class Handlers:
 
     async def chat_completions(self, request: Request) -> Response:
         body = _object(await read_json(request, self.limit))
-        _check_chat(body)
+        req = _check_chat(body)
         quality = _quality(request)
-        prefer = self.service.chat.resolve(body.get("model"))
-        if body.get("stream") is True:
+        prefer = self.service.chat.resolve(req.model)
+        if req.stream:
             return RelayResponse(await self.service.chat_stream(body, quality, prefer))
         reply = await self.service.chat_completion(body, quality, prefer)
         return Response(
@@ -235,6 +239,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+class _NoResponse(Response):
+    """For a client that has gone: nothing is sent, and the Gate counts it as 499."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[CLIENT_GONE] = True
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return _NoResponse()
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Starlette re-raises the exception after this response, and uvicorn logs its traceback.
     return error_response(ApiError(500, "internal_error", "internal error; see the router's log"))
@@ -244,20 +259,29 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 class Gate:
-    """Outermost ASGI layer: body size by Content-Length, bearer tokens, request metrics.
+    """Outermost ASGI layer: Host allow-list, bearer tokens, body size by Content-Length,
+    JSON content type, request metrics, and clients that leave before their body is complete.
 
     A body that claims to be too large is refused here without reading a byte of it; bodies
     without a Content-Length (chunked) are counted while read, in :func:`read_json`.
     """
 
-    def __init__(self, app: ASGIApp, service: RouterService, tokens: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: RouterService,
+        tokens: tuple[str, ...],
+        starlette: Starlette,
+    ) -> None:
         self.app = app
+        self.starlette = starlette  # for the lifespan, when middleware wraps the app
         self.service = service
         self.tokens = [t.encode() for t in tokens]
         self.limit = service.cfg.server.max_body_bytes
         self.public = set(PUBLIC_PATHS)
         if not service.cfg.server.metrics_require_auth:
             self.public.add("/metrics")
+        self.hosts = HostAllowList(service.cfg.server.allowed_hosts, service.cfg.server.host)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -265,12 +289,12 @@ class Gate:
             return
         endpoint = ENDPOINTS.get(scope["path"], "other")
         started = time.perf_counter()
-        status = 500
+        status = ""
 
         async def send_and_measure(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status = str(message["status"])
                 self.service.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
             await send(message)
 
@@ -281,10 +305,33 @@ class Gate:
             else:
                 await self.app(scope, receive, send_and_measure)
         finally:
-            self.service.metrics.requests.labels(endpoint, str(status)).inc()
+            if not status:
+                if scope.get(CLIENT_GONE):
+                    status = STATUS_CLIENT_GONE
+                    client = scope.get("client") or ("?", 0)
+                    log.info(
+                        "%s %s from %s: the client went away before its request was complete",
+                        scope["method"],
+                        scope["path"],
+                        client[0],
+                    )
+                else:
+                    status = "500"
+            self.service.metrics.requests.labels(endpoint, status).inc()
 
     def _refusal(self, scope: Scope) -> Response | None:
         headers = dict(scope["headers"])
+        host = headers.get(b"host")
+        if host is not None and not self.hosts.allows(host):
+            return error_response(
+                ApiError(
+                    403,
+                    "host_not_allowed",
+                    "Host header is not in server.allowed_hosts (a guard against DNS "
+                    "rebinding); add the name the router is reached by there",
+                    param="Host",
+                )
+            )
         if self.tokens and scope["path"] not in self.public and not self._authorised(headers):
             return error_response(
                 ApiError(401, "unauthorized", "missing or invalid bearer token"),
@@ -298,6 +345,19 @@ class Gate:
                 return error_response(bad_request("invalid_request", "invalid Content-Length"))
             if size > self.limit:
                 return error_response(_too_large(self.limit), {"connection": "close"})
+        if (
+            scope["method"] == "POST"
+            and scope["path"] in JSON_ENDPOINTS
+            and not _is_json(headers.get(b"content-type", b""))
+        ):
+            return error_response(
+                ApiError(
+                    415,
+                    "unsupported_media_type",
+                    "Content-Type must be application/json",
+                    param="Content-Type",
+                )
+            )
         return None
 
     def _authorised(self, headers: dict[bytes, bytes]) -> bool:
@@ -311,6 +371,56 @@ class Gate:
         for known in self.tokens:
             matched |= hmac.compare_digest(token, known)
         return matched
+
+
+def _is_json(value: bytes) -> bool:
+    media = value.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+class HostAllowList:
+    """Which ``Host`` headers reach the router, as Ollama decides for its own API.
+
+    Always: loopback addresses, ``localhost`` and any ``*.localhost``; the address in
+    ``server.host`` when it is a specific one; and the names in ``server.allowed_hosts``
+    (``*`` there turns the check off). A request without a Host header (HTTP/1.0) passes:
+    a browser always sends one.
+    """
+
+    def __init__(self, names: Iterable[str], bind_host: str) -> None:
+        self.any = "*" in names
+        self.names = {n.lower().strip("[]") for n in names} | LOOPBACK_NAMES
+        if bind_host not in ("0.0.0.0", "::", ""):  # noqa: S104 - a comparison, not a bind
+            self.names.add(bind_host.lower().strip("[]"))
+        self._seen: dict[bytes, bool] = {}
+
+    def allows(self, header: bytes) -> bool:
+        known = self._seen.get(header)
+        if known is None:
+            known = self.any or self._check(header)
+            if len(self._seen) < 1024:  # remember a few; an attacker cannot grow this
+                self._seen[header] = known
+        return known
+
+    def _check(self, header: bytes) -> bool:
+        try:
+            value = header.decode("ascii").strip().lower()
+        except UnicodeDecodeError:
+            return False
+        if value.startswith("["):
+            name = value[1 : value.find("]")] if "]" in value else value
+        else:
+            head, sep, port = value.rpartition(":")
+            name = head if sep and port.isdigit() else value
+        name = name.rstrip(".")
+        if name in self.names or name.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
 
 
 def create_app(
@@ -336,6 +446,7 @@ def create_app(
         routes=[
             Route("/healthz", h.healthz, methods=["GET"]),
             Route("/readyz", h.readyz, methods=["GET"]),
+            Route("/openapi.json", h.openapi, methods=["GET"]),
             Route("/metrics", h.metrics, methods=["GET"]),
             Route("/v1/models", h.models, methods=["GET"]),
             Route("/v1/cost", h.cost, methods=["GET"]),
@@ -346,8 +457,19 @@ def create_app(
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
+            ClientGone: _client_gone,
+            ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },
         lifespan=lifespan,
     )
-    return Gate(app, service, secrets.auth_tokens)
+    inner: ASGIApp = app
+    if cfg.server.cors_origins:
+        inner = CORSMiddleware(
+            app,
+            allow_origins=list(cfg.server.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", QUALITY_HEADER],
+            expose_headers=["x-request-id", "x-llm-router-backend", "x-llm-router-attempts"],
+        )
+    return Gate(inner, service, secrets.auth_tokens, app)

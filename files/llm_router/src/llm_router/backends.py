@@ -8,6 +8,8 @@ through the redactor, because an upstream error body may echo a key back.
 from __future__ import annotations
 
 import io
+import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -28,8 +30,10 @@ HTTP_5XX = "http_5xx"
 HTTP_4XX = "http_4xx"
 RATE_LIMITED = "rate_limited"
 MALFORMED = "malformed"
+TOO_LARGE = "response_too_large"
 
 _ERROR_SNIPPET = 200
+log = logging.getLogger(__name__)
 
 
 class BackendFailure(Exception):
@@ -44,11 +48,7 @@ class BackendFailure(Exception):
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    estimated: bool = False
-
-    @property
-    def total(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+    estimated: bool = False  # the engine reported no usage: counted from characters
 
 
 @dataclass(frozen=True)
@@ -133,12 +133,30 @@ class OpenAIBackend:
             raise self._transport_failure(exc) from None
 
     async def _read(self, response: httpx.Response) -> bytes:
+        """The whole body, at most ``max_response_bytes`` of it (else a TOO_LARGE failure)."""
+        limit = self.cfg.max_response_bytes
         try:
-            return await response.aread()
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise self._too_large()
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise self._too_large()
+                chunks.append(chunk)
+            return b"".join(chunks)
         except httpx.HTTPError as exc:
             raise self._transport_failure(exc) from None
         finally:
             await response.aclose()
+
+    def _too_large(self) -> BackendFailure:
+        return BackendFailure(
+            TOO_LARGE,
+            f"response is larger than max_response_bytes ({self.cfg.max_response_bytes} bytes)",
+        )
 
     # --- calls -----------------------------------------------------------------------------
 
@@ -163,7 +181,7 @@ class OpenAIBackend:
         )
         raw = await self._read(response)
         if response.status_code >= 300:
-            raise self._status_failure(response.status_code, response.text)
+            raise self._status_failure(response.status_code, raw.decode("utf-8", "replace"))
         try:
             data = pydantic_core.from_json(raw)
         except ValueError:
@@ -200,7 +218,17 @@ class OpenAIBackend:
         except BaseException:
             await response.aclose()
             raise
-        return UpstreamStream(first, chunks, response, self._transport_failure)
+        if len(first) > self.cfg.max_response_bytes:
+            await response.aclose()
+            raise self._too_large()
+        return UpstreamStream(
+            first,
+            chunks,
+            response,
+            self._transport_failure,
+            self._too_large,
+            self.cfg.max_response_bytes,
+        )
 
     async def probe(self) -> None:
         """Health check: a GET on the health path must answer 2xx within the health timeout."""
@@ -222,8 +250,13 @@ class OpenAIBackend:
             return BackendFailure(TIMEOUT, f"{kind} after {self.cfg.timeout_s:g}s")
         if isinstance(exc, httpx.ConnectError):
             return BackendFailure(CONNECT_ERROR, "cannot connect: " + _os_reason(exc))
+        # The same words whichever transport failed and however it words the failure, so that
+        # callers, logs and tests see one behaviour; the transport's own words go to the debug log.
+        log.debug("backend %s: %s: %s", self.name, type(exc).__name__, self._redact(str(exc)))
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            return BackendFailure(PROTOCOL_ERROR, "unsupported protocol")
         return BackendFailure(
-            PROTOCOL_ERROR, f"{type(exc).__name__}: " + _printable(self._redact(str(exc)))
+            PROTOCOL_ERROR, "connection closed or response malformed before it was complete"
         )
 
     def _status_failure(self, status: int, text: str) -> BackendFailure:
@@ -246,6 +279,9 @@ def _os_reason(exc: BaseException) -> str:
     for _ in range(8):
         if seen is None:
             break
+        if isinstance(seen, OSError) and seen.errno:
+            # os.strerror, not seen.strerror: asyncio words its own ("Connect call failed").
+            return os.strerror(seen.errno).lower()
         if isinstance(seen, OSError) and seen.strerror:
             return seen.strerror.lower()
         seen = seen.__cause__ or seen.__context__
@@ -273,16 +309,26 @@ class UpstreamStream:
         chunks: AsyncIterator[bytes],
         response: httpx.Response,
         classify: Callable[[httpx.HTTPError], BackendFailure],
+        too_large: Callable[[], BackendFailure],
+        limit: int,
     ) -> None:
         self.first = first
         self._chunks = chunks
         self._response = response
         self._classify = classify
+        self._too_large = too_large
+        self._limit = limit
 
     async def rest(self) -> AsyncIterator[bytes]:
+        """The chunks after the first; a stream past max_response_bytes fails with TOO_LARGE."""
+        size = len(self.first)
+        limit = self._limit
         try:
             async for chunk in self._chunks:
                 if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise self._too_large()
                     yield chunk
         except httpx.HTTPError as exc:
             raise self._classify(exc) from None

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llm_router.backends import HTTP_4XX, BackendFailure, ChatResult, OpenAIBackend, UpstreamStream
+from llm_router.backends import BackendFailure, ChatResult, OpenAIBackend, UpstreamStream
 from llm_router.config import Quality
 from llm_router.errors import ApiError
-from llm_router.routing import Attempt, Chain, Router, Slot
+from llm_router.routing import Attempt, Router, Slot
 
 AUTO = "auto"
 
@@ -73,7 +73,7 @@ class ChatRouter:
                 continue
             chain.succeeded(slot, started)
             return ChatOutcome(result, slot, chain.attempts)
-        raise _exhausted(chain)
+        raise chain.exhausted("serve the chat request")
 
     async def open_stream(
         self, body: dict[str, Any], quality: Quality, prefer: str | None
@@ -99,24 +99,4 @@ class ChatRouter:
                 continue
             chain.succeeded(slot, started)
             return StreamOutcome(stream, slot, chain.attempts, asked)
-        raise _exhausted(chain)
-
-
-def _exhausted(chain: Chain) -> ApiError:
-    chain.exhausted()
-    attempts = [a.as_dict() for a in chain.attempts]
-    failures = [a for a in chain.attempts if a.outcome == "failed"]
-    if failures and all(a.reason == HTTP_4XX for a in failures):
-        # Every backend that answered refused the request itself: that is the caller's to fix.
-        return ApiError(
-            400,
-            "upstream_rejected",
-            f"every backend rejected the request; last: {failures[-1].detail}",
-            extra={"attempts": attempts},
-        )
-    return ApiError(
-        503,
-        "no_backend_available",
-        "no LLM backend could serve the request",
-        extra={"attempts": attempts},
-    )
+        raise chain.exhausted("serve the chat request")

@@ -165,6 +165,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from llm_router.api import openapi_text
+
+    sys.stdout.write(openapi_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-router", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -197,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--quality", choices=["low", "normal", "high"], default="normal")
             p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None)
             p.add_argument("--backend", help="try this backend first")
+
+    spec = sub.add_parser("openapi", help="print the API's OpenAPI 3.1 document")
+    spec.set_defaults(func=cmd_openapi)
 
     score = sub.add_parser("score", help="quality score of a reconstruction, offline")
     score.add_argument("original")

@@ -114,13 +114,7 @@ class Compressor:
             if accepted is not None:
                 accepted.usage = usage
                 return accepted
-        chain.exhausted()
-        raise ApiError(
-            503,
-            "no_backend_available",
-            "no backend could compress the text",
-            extra={"attempts": [a.as_dict() for a in chain.attempts]},
-        )
+        raise chain.exhausted("compress the text")
 
     async def _try_llm(
         self,
@@ -298,6 +292,10 @@ class Compressor:
             chain.attempts.append(
                 Attempt(envelope.backend, "skipped", "not_configured", "no such LLM backend here")
             )
+        limit = self.max_decompressed_bytes
+        if envelope.original.chars > limit:
+            # The reconstruction's token budget follows from this number: bound it first.
+            raise _too_large(f"envelope.original.chars is {envelope.original.chars}", limit)
         budget = reconstruct_budget(envelope.original.chars)
         messages = reconstruct_messages(version, envelope.payload)
         usage: list[UsageRow] = []
@@ -323,13 +321,7 @@ class Compressor:
                 chain.attempts,
                 usage,
             )
-        chain.exhausted()
-        raise ApiError(
-            503,
-            "no_backend_available",
-            "no LLM backend could reconstruct the envelope",
-            extra={"attempts": [a.as_dict() for a in chain.attempts]},
-        )
+        raise chain.exhausted("reconstruct the envelope")
 
 
 def _row(slot: Slot, call: str, usage: Usage, accepted: bool = False) -> UsageRow:
@@ -341,6 +333,7 @@ def _row(slot: Slot, call: str, usage: Usage, accepted: bool = False) -> UsageRo
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         price_per_1k_tokens=slot.cfg.price_per_1k_tokens,
+        estimated=usage.estimated,
     )
 
 

@@ -49,6 +49,10 @@ class ServerConfig(_Strict):
     auth_tokens_env: str | None = None
     metrics_require_auth: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Host names (besides loopback and localhost) the router may be reached by; "*" for any.
+    allowed_hosts: tuple[str, ...] = ()
+    # Origins a browser page may call the router from (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
 
     @field_validator("auth_tokens_env")
     @classmethod
@@ -70,6 +74,8 @@ class BackendConfig(_Strict):
     health_url: str | None = None  # a full URL instead, e.g. Ollama's /api/version
     level: int = Field(default=19, ge=1, le=22)
     max_connections: int = Field(default=100, gt=0)
+    # An answer (streamed or not) larger than this is cut off and counts as a failure.
+    max_response_bytes: int = Field(default=16_777_216, gt=0)
 
     @field_validator("name")
     @classmethod
@@ -189,39 +195,75 @@ def _secret_key_problems(raw: Any) -> list[str]:
     return problems
 
 
-def _semantic_problems(cfg: RouterConfig) -> list[str]:
+def _semantic_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Rules across keys, read from the raw document so they are reported in the same pass as
+    the type errors (an entry with a wrong type elsewhere is still checked here)."""
     problems: list[str] = []
+    backends = raw.get("backends")
+    if not isinstance(backends, list):
+        return problems
     seen: dict[str, int] = {}
-    for i, backend in enumerate(cfg.backends):
+    for i, backend in enumerate(backends):
+        if not isinstance(backend, Mapping):
+            continue
         where = f"backends[{i}]"
-        if backend.name in seen:
-            problems.append(f"{where}.name: duplicate of backends[{seen[backend.name]}].name")
-        seen.setdefault(backend.name, i)
-        if backend.kind == "openai":
-            if backend.base_url is None:
+        name = backend.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(f"{where}.name: duplicate of backends[{seen[name]}].name")
+            seen.setdefault(name, i)
+        base_url = backend.get("base_url")
+        kind = backend.get("kind")
+        if kind == "openai":
+            if base_url is None:
                 problems.append(f"{where}.base_url: is required when kind is openai")
-            if not backend.model:
+            elif (
+                isinstance(base_url, str)
+                and base_url.startswith(("http://", "https://"))
+                and not base_url.rstrip("/").endswith("/v1")
+            ):
+                problems.append(
+                    f"{where}.base_url: must end in /v1, the root of the OpenAI-compatible API "
+                    "(e.g. http://127.0.0.1:11434/v1)"
+                )
+            if not backend.get("model"):
                 problems.append(f"{where}.model: is required when kind is openai")
-        elif backend.base_url is not None or backend.api_key_env is not None:
+        elif kind == "zstd" and (base_url is not None or backend.get("api_key_env") is not None):
             problems.append(f"{where}: base_url and api_key_env only apply to kind openai")
     return problems
 
 
+def _type_problems(raw: Mapping[str, Any], reported: set[str]) -> list[str]:
+    try:
+        RouterConfig.model_validate(raw)
+    except ValidationError as exc:
+        found = validation_problems(exc)
+    else:
+        return []
+    paths = [path for path, _ in found]
+    problems = []
+    for path, message in found:
+        if path in reported:
+            continue  # already reported, better worded (an inline secret)
+        if message == "must not be empty" and any(
+            p != path and p.startswith((f"{path}[", f"{path}.")) for p in paths
+        ):
+            continue  # a list whose items failed is not empty: pydantic's echo of those errors
+        problems.append(f"{path}: {message}")
+    return problems
+
+
 def parse_config(raw: Any) -> RouterConfig:
-    """Validate an already-parsed YAML document."""
+    """Validate an already-parsed YAML document; every problem is reported in one pass."""
     if not isinstance(raw, Mapping):
         raise ConfigError(["(top level): must be a mapping"])
-    secret_problems = _secret_key_problems(raw)
-    if secret_problems:
-        raise ConfigError(secret_problems)
-    try:
-        cfg = RouterConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError([f"{path}: {msg}" for path, msg in validation_problems(exc)]) from None
-    problems = _semantic_problems(cfg)
+    problems = _secret_key_problems(raw)
+    reported = {p.split(": ", 1)[0] for p in problems}
+    problems += _type_problems(raw, reported)
+    problems += [p for p in _semantic_problems(raw) if p not in problems]
     if problems:
         raise ConfigError(problems)
-    return with_zstd_fallback(cfg)
+    return with_zstd_fallback(RouterConfig.model_validate(raw))
 
 
 def with_zstd_fallback(cfg: RouterConfig) -> RouterConfig:

@@ -21,20 +21,21 @@ from llm_router.errors import ApiError, invalid_request
 
 ENVELOPE_VERSION = 1
 SUPPORTED_VERSIONS = (ENVELOPE_VERSION,)
+MAX_SAFE_INT = 2**53 - 1  # the largest integer every JSON reader holds exactly
 
 
 class OriginalInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    bytes: int = Field(ge=0)
-    chars: int = Field(ge=0)
+    bytes: int = Field(ge=0, le=MAX_SAFE_INT)
+    chars: int = Field(ge=0, le=MAX_SAFE_INT)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    version: int
+    version: int = Field(ge=1, le=MAX_SAFE_INT)
     method: Literal["llm", "zstd"]
     backend: str
     model: str | None = None
@@ -50,6 +51,8 @@ class Envelope(BaseModel):
             raise ValueError(f"method {self.method} needs encoding {wanted}")
         if self.method == "llm" and not self.prompt_version:
             raise ValueError("an llm envelope needs prompt_version")
+        if not self.payload.strip():
+            raise ValueError("payload must not be empty")
         return self
 
 

@@ -75,9 +75,7 @@ class ProbeState:
 
     healthy: bool | None = None
     detail: str = ""
-    checked_at: float | None = None
 
-    def record(self, healthy: bool, detail: str, now: float) -> None:
+    def record(self, healthy: bool, detail: str) -> None:
         self.healthy = healthy
         self.detail = detail
-        self.checked_at = now

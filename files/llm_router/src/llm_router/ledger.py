@@ -31,7 +31,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: usage.estimated
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY,
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS usage (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
-    baseline_cost_usd REAL NOT NULL
+    baseline_cost_usd REAL NOT NULL,
+    estimated INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_day ON requests(day);
 CREATE INDEX IF NOT EXISTS usage_day ON usage(day);
@@ -61,7 +62,9 @@ CREATE INDEX IF NOT EXISTS usage_day ON usage(day);
 _BATCH = 256
 _USAGE_SQL = (
     "SELECT day, backend, role, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),"
-    " SUM(cost_usd), SUM(baseline_cost_usd) FROM usage {where}"
+    " SUM(cost_usd), SUM(baseline_cost_usd),"
+    " SUM(CASE WHEN estimated THEN prompt_tokens + completion_tokens ELSE 0 END)"
+    " FROM usage {where}"
     " GROUP BY day, backend, role ORDER BY day, backend"
 )
 
@@ -81,6 +84,7 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     price_per_1k_tokens: float
+    estimated: bool = False  # the engine reported no usage; the counts are estimates
 
     @property
     def tokens(self) -> int:
@@ -127,6 +131,9 @@ class Ledger:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect()
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
+            if "estimated" not in columns:  # a version 1 ledger
+                conn.execute("ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.close()
         except (OSError, sqlite3.Error) as exc:
@@ -242,7 +249,8 @@ def _insert(conn: sqlite3.Connection, rec: RequestRecord, baseline_price: float)
     if rec.usage:
         conn.executemany(
             "INSERT INTO usage (request_id, day, backend, role, call, accepted, prompt_tokens,"
-            " completion_tokens, cost_usd, baseline_cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " completion_tokens, cost_usd, baseline_cost_usd, estimated)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     rec.request_id,
@@ -255,6 +263,7 @@ def _insert(conn: sqlite3.Connection, rec: RequestRecord, baseline_price: float)
                     u.completion_tokens,
                     u.cost_usd,
                     baseline_cost(u, baseline_price),
+                    int(u.estimated),
                 )
                 for u in rec.usage
             ],
@@ -284,13 +293,17 @@ def _empty() -> dict[str, Any]:
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "tokens": 0,
+        "estimated_tokens": 0,
         "cost_usd": 0.0,
         "baseline_cost_usd": 0.0,
     }
 
 
-def _add(acc: dict[str, Any], calls: int, p: int, c: int, cost: float, base: float) -> None:
+def _add(
+    acc: dict[str, Any], calls: int, p: int, c: int, cost: float, base: float, est: int
+) -> None:
     acc["calls"] += calls
+    acc["estimated_tokens"] += est
     acc["prompt_tokens"] += p
     acc["completion_tokens"] += c
     acc["tokens"] += p + c
@@ -319,12 +332,12 @@ def _build_report(
     by_backend: dict[str, dict[str, Any]] = defaultdict(_empty)
     by_day: dict[str, dict[str, Any]] = defaultdict(lambda: {**_empty(), "by_backend": {}})
     roles: dict[str, str] = {}
-    for day, backend, role, calls, p, c, cost, base in usage:
+    for day, backend, role, calls, p, c, cost, base, est in usage:
         roles[backend] = role
         for acc in (totals, by_backend[backend], by_day[day]):
-            _add(acc, calls, p, c, cost, base)
+            _add(acc, calls, p, c, cost, base, est)
         day_backends = by_day[day]["by_backend"]
-        _add(day_backends.setdefault(backend, _empty()), calls, p, c, cost, base)
+        _add(day_backends.setdefault(backend, _empty()), calls, p, c, cost, base, est)
     for day, backend, count in requests:
         totals["requests"] += count
         by_day[day]["requests"] += count

@@ -13,8 +13,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from llm_router.backends import HTTP_4XX, BackendFailure
+from llm_router.backends import HTTP_4XX, TOO_LARGE, BackendFailure
 from llm_router.config import BackendConfig, BackendRole, Quality
+from llm_router.errors import ApiError
 from llm_router.health import CircuitBreaker, CircuitState, ProbeState
 
 log = logging.getLogger(__name__)
@@ -157,9 +158,6 @@ class Router:
             ordered.append(slot)
         return Chain(self, ordered, policy_skips)
 
-    def usable(self) -> list[Slot]:
-        return [s for s in self.slots if s.usable()]
-
 
 class Chain:
     """Iterate the usable backends of a plan, recording every skip, failure and success."""
@@ -209,9 +207,33 @@ class Chain:
         self._add(Attempt(slot.name, "ok", "ok", "", _ms(started)))
         self._report_fallbacks(slot.name)
 
-    def exhausted(self) -> None:
-        """Nothing worked: the passed-over backends fell back to nothing."""
+    def exhausted(self, what: str) -> ApiError:
+        """Nothing worked: the passed-over backends fell back to nothing.
+
+        The error every endpoint returns then: 400 when every backend that answered refused
+        the request itself (the caller's to fix), 502 when every answer was too large, else
+        503. ``what`` completes "no backend could ...".
+        """
         self._report_fallbacks("none")
+        attempts = [a.as_dict() for a in self.attempts]
+        failures = [a for a in self.attempts if a.outcome == "failed"]
+        if failures and all(a.reason == HTTP_4XX for a in failures):
+            return ApiError(
+                400,
+                "upstream_rejected",
+                f"every backend rejected the request; last: {failures[-1].detail}",
+                extra={"attempts": attempts},
+            )
+        if failures and all(a.reason == TOO_LARGE for a in failures):
+            return ApiError(
+                502,
+                "upstream_response_too_large",
+                f"every backend's answer was too large; last: {failures[-1].detail}",
+                extra={"attempts": attempts},
+            )
+        return ApiError(
+            503, "no_backend_available", f"no backend could {what}", extra={"attempts": attempts}
+        )
 
     def _report_fallbacks(self, target: str) -> None:
         for attempt in self.attempts:

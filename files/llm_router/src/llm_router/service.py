@@ -109,6 +109,7 @@ class Relay:
             cfg.price_per_1k_tokens,
             usage.prompt_tokens,
             usage.completion_tokens,
+            usage.estimated,
         )
 
 
@@ -193,11 +194,11 @@ class RouterService:
         try:
             await backend.probe()
         except BackendFailure as failure:
-            slot.probe.record(False, failure.detail, time.time())
+            slot.probe.record(False, failure.detail)
             if was is not False:
                 log.warning("backend %s: health probe failed: %s", backend.name, failure.detail)
             return
-        slot.probe.record(True, "", time.time())
+        slot.probe.record(True, "")
         if was is False:
             log.info("backend %s: health probe passes again", backend.name)
 
@@ -330,6 +331,7 @@ class RouterService:
             out.slot.cfg.price_per_1k_tokens,
             out.result.usage.prompt_tokens,
             out.result.usage.completion_tokens,
+            out.result.usage.estimated,
         )
         request_id = await self._record("chat", out.slot.name, started, [row])
         return ChatReply(out.result.body, out.slot.name, out.attempts, request_id)
@@ -382,8 +384,10 @@ def _new_id() -> str:
     return os.urandom(16).hex()  # as unique as a uuid4, at a fraction of the cost
 
 
-def _chat_row(backend: str, role: str, price: float, prompt: int, completion: int) -> UsageRow:
-    return UsageRow(backend, role, "chat", True, prompt, completion, price)
+def _chat_row(
+    backend: str, role: str, price: float, prompt: int, completion: int, estimated: bool
+) -> UsageRow:
+    return UsageRow(backend, role, "chat", True, prompt, completion, price, estimated)
 
 
 def _tokens(rows: Iterable[UsageRow]) -> dict[str, Any]:
@@ -391,7 +395,12 @@ def _tokens(rows: Iterable[UsageRow]) -> dict[str, Any]:
     prompt = sum(r.prompt_tokens for r in rows)
     completion = sum(r.completion_tokens for r in rows)
     return {
-        "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
+        "tokens": {
+            "prompt": prompt,
+            "completion": completion,
+            "total": prompt + completion,
+            "estimated": any(r.estimated for r in rows),
+        },
         "cost_usd": round(sum(r.cost_usd for r in rows), 10),
     }
 

@@ -91,9 +91,13 @@ class _Connection:
         self.reused = False
 
     def usable(self) -> bool:
-        """An idle connection the server has closed (or written to) must not be reused."""
-        unread = getattr(self.reader, "_buffer", b"")  # asyncio's, and uvloop's, StreamReader
-        return not (self.writer.is_closing() or self.reader.at_eof() or unread)
+        """An idle connection the server has closed must not be reused.
+
+        Only public StreamReader state: a server that closed an idle connection shows as
+        end-of-file once the event loop has seen its FIN; one that closes it just as we send
+        is caught by the single retry in :meth:`PooledTransport._send`.
+        """
+        return not (self.writer.is_closing() or self.reader.at_eof())
 
     def close(self) -> None:
         self.writer.close()
@@ -339,10 +343,15 @@ class _Body(httpx.AsyncByteStream):
                 while (await asyncio.wait_for(reader.readuntil(b"\r\n"), self._timeout)) != b"\r\n":
                     pass  # trailers, ignored
                 return
-            data = await self._read(size + 2)
-            if data[-2:] != b"\r\n":
+            # The chunk's data as it arrives, as httpx's transport does, not held back whole.
+            while size > 0:
+                data = await asyncio.wait_for(reader.read(min(size, _READ_SIZE)), self._timeout)
+                if not data:
+                    raise asyncio.IncompleteReadError(b"", size)
+                size -= len(data)
+                yield data
+            if await self._read(2) != b"\r\n":
                 raise ValueError("chunk not terminated by CRLF")
-            yield data[:-2]
 
     async def _until_close(self) -> AsyncIterator[bytes]:
         while True:
