@@ -60,6 +60,8 @@ def main() -> int:
     if engine:
         row("Inference engine", f"{engine.get('engine')} {engine.get('version', '')} at {engine.get('base_url')}")
         row("Models", ", ".join(engine.get("models") or []) or "none")
+        for model, place in sorted((engine.get("offload") or {}).items()):
+            row(f"  {model}", f"{place.get('processor')} (measured after loading)")
     router = facts.get("llm_router")
     if router:
         row("Router", router.get("url"))

@@ -199,6 +199,8 @@ def test_fact_tells_the_router_where_and_what(host):
         "schema": 1, "engine": "ollama", "version": VERSION, "tier": "cpu", "accelerated": False,
         "base_url": "http://127.0.0.1:11434/v1", "health_url": "http://127.0.0.1:11434/api/version",
         "service": "ollama.service", "models": MODELS, "default_model": "gemma3:270m", "auth": "none",
+        # Measured after each model loaded (/api/ps): the cpu tier's unit has no device nodes.
+        "offload": {m: {"accelerated": False, "vram_fraction": 0.0, "processor": "100% CPU"} for m in MODELS},
     }
 
 

@@ -58,6 +58,7 @@ CATALOGUE = {
     "engine_disabled": "the engine's service runs but does not start at boot",
     "engine_unhealthy": "the engine's service runs but its health endpoint does not answer",
     "models_missing": "the engine does not serve every model it should",
+    "engine_on_cpu": "on a GPU tier, a model was measured on the CPU (or only partly in VRAM) after it loaded",
     "router_missing": "no router is recorded (llm_router.fact is missing)",
     "router_down": "the router's service is not running",
     "router_disabled": "the router's service runs but does not start at boot",
@@ -378,6 +379,38 @@ def _engine_findings(state: dict) -> list[dict]:
     return out
 
 
+def _offload_findings(state: dict) -> list[dict]:
+    """What the engine role measured after each model loaded (inference.fact `offload`, from Ollama's
+    /api/ps size_vram against size): on a GPU tier, a model on the CPU is a problem, one partly in
+    VRAM a warning."""
+    fact = (state.get("engine") or {}).get("fact") or {}
+    gpu_tier = (state.get("gpu_fact") or {}).get("tier")
+    offload = fact.get("offload") or {}
+    if not offload or not gpu_tier or gpu_tier == "cpu" or fact.get("tier") in (None, "cpu"):
+        return []
+    label = f"{fact.get('engine', 'engine')} ({fact.get('service', 'the engine service')})"
+    on_cpu = sorted(m for m, o in offload.items() if not o.get("accelerated"))
+    partly = sorted(f"{m} ({round(float(o.get('vram_fraction') or 0) * 100)}% in VRAM)"
+                    for m, o in offload.items() if o.get("accelerated") and float(o.get("vram_fraction") or 0) < 1)
+    out: list[dict] = []
+    if on_cpu:
+        out.append(_finding(
+            "engine_on_cpu", "engine", "problem",
+            f"{label} runs {', '.join(on_cpu)} on the CPU although the {fact['tier']} tier is recorded "
+            "(measured after loading: nothing in VRAM)",
+            "rerun the engine stage, which measures again and names the cause",
+            f"`journalctl -u {fact.get('service', 'the engine service')}` shows how the engine saw the GPU; check "
+            "that the service user can open /dev/kfd and /dev/dri/renderD* (groups render, video) and that its "
+            "visible-device variable names the card"))
+    elif partly:
+        out.append(_finding(
+            "engine_on_cpu", "engine", "notice",
+            f"{label} holds only part of {', '.join(partly)} in VRAM: the rest runs on the CPU",
+            "none (a smaller model, context or parallelism fits the card)",
+            "compare the model's size with the card's VRAM; fewer models loaded together frees VRAM"))
+    return out
+
+
 def _router_findings(state: dict) -> list[dict]:
     router = state.get("router") or {}
     fact = router.get("fact") or {}
@@ -467,7 +500,7 @@ def _package_findings(state: dict) -> list[dict]:
 def diagnose_findings(state: dict) -> list[dict]:
     """Every finding, in the order of the stack: packages, kernel, runtimes, engine and models, router."""
     return (_package_findings(state) + _kernel_findings(state) + _runtime_findings(state) + _engine_findings(state)
-            + _router_findings(state))
+            + _offload_findings(state) + _router_findings(state))
 
 
 def diagnose_summary(state: dict) -> dict:

@@ -17,8 +17,19 @@ HTTP: GET / | GET /api/version | GET /api/tags | GET /api/ps | POST /api/pull | 
       POST /api/generate | POST /api/chat | GET /v1/models | POST /v1/chat/completions | POST /v1/completions
 
 Environment (Ollama's names): OLLAMA_HOST, OLLAMA_MODELS, OLLAMA_KEEP_ALIVE, OLLAMA_NUM_PARALLEL,
-OLLAMA_MAX_LOADED_MODELS, OLLAMA_MAX_QUEUE, OLLAMA_CONTEXT_LENGTH; GPU variables are read and
-logged only. Test knobs (not Ollama's): MI50_STANDIN_START_DELAY (seconds before listening),
+OLLAMA_MAX_LOADED_MODELS, OLLAMA_MAX_QUEUE, OLLAMA_CONTEXT_LENGTH, and the GPU ones below.
+
+GPU or CPU: decided at start the way the release it stands in for decides it (see `discover_gpus`),
+from the card tests/standins/rocm/simulate-gpu describes (KFD topology under /run/mi50-standin/sys,
+else /sys), the device nodes as the service user can open them, the visible-device variables
+(ROCR_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES / GPU_DEVICE_ORDINAL for ROCm, GGML_VK_VISIBLE_DEVICES
+and OLLAMA_VULKAN for Vulkan) and the ROCm add-on beside it. Each model loaded is then placed
+by its size against the card's free VRAM, as Ollama's scheduler does: /api/ps reports `size_vram`
+(0 on the CPU, `size` when fully offloaded, in between when partly) and the log says
+"offloaded N/M layers to GPU" as Ollama's ggml backend does. Generation itself still runs on the
+CPU through llama-server: the placement is what Ollama would report, not a GPU at work.
+
+Test knobs (not Ollama's): MI50_STANDIN_START_DELAY (seconds before listening),
 MI50_STANDIN_INTERRUPT_PULL_AT (bytes: a blob download with nothing to resume is cut there by the
 fixture server's ?truncate=, and the pull fails like a dropped connection; the partial file is kept
 and the next pull resumes it with a Range request).
@@ -59,9 +70,29 @@ LAYER_TYPES = {"model": "application/vnd.ollama.image.model", "template": "appli
 LIB_DIR = Path(os.path.realpath(sys.argv[0] if sys.argv[0] else __file__)).parent.parent / "lib" / "ollama"
 
 
-def log(msg: str) -> None:
+def log(msg: str, level: str = "INFO", **attrs: object) -> None:
+    """One line as Go's log/slog text handler writes it (Ollama's server log): key=value, quoted when needed."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
-    print(f"time={stamp} level=INFO msg={json.dumps(msg)}", file=sys.stderr, flush=True)
+    fields = " ".join(f"{key}={slog_value(value)}" for key, value in attrs.items())
+    print(f"time={stamp} level={level} msg={slog_value(msg)}{' ' + fields if fields else ''}",
+          file=sys.stderr, flush=True)
+
+
+def slog_value(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        value = "[" + " ".join(str(v) for v in value) + "]"
+    text = str(value)
+    if text == "" or any(c in text for c in ' ="\\') or not text.isprintable():
+        return json.dumps(text)
+    return text
+
+
+def human_bytes2(size: float) -> str:
+    """Ollama's format.HumanBytes2 (binary units, one decimal)."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} B"
 
 
 def now_rfc3339() -> str:
@@ -407,6 +438,225 @@ def create(body: dict, emit) -> None:
     emit({"status": "success"})
 
 
+# --------------------------------------------------------------------------- GPU discovery (what Ollama decides)
+
+# The simulated card of tests/standins/rocm/simulate-gpu (a container's /sys is read-only), else the real sysfs.
+SIMULATED_SYS = Path("/run/mi50-standin/sys")
+# Ollama 0.12.3 discover/amd_linux.go: rocmMinimumMemory (457 MiB kept free on an AMD GPU), IGPUMemLimit (1 GiB).
+GPU_RESERVE = 457 * 1024 * 1024
+IGPU_MEM_LIMIT = 1 << 30
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    nums = re.findall(r"\d+", text.split("-")[0])
+    return tuple(int(n) for n in nums[:3]) if nums else (0,)
+
+
+def sysfs_root() -> Path:
+    return SIMULATED_SYS if SIMULATED_SYS.is_dir() else Path("/sys")
+
+
+def kfd_gpu_nodes(root: Path) -> list[dict]:
+    """GPU nodes of the KFD topology in node order, as Ollama 0.12.3's AMDGetGPUInfo reads them
+    (/sys/class/kfd/kfd/topology/nodes/<n>/properties; gfx_target_version 0 is a CPU node)."""
+    nodes_dir = root / "class" / "kfd" / "kfd" / "topology" / "nodes"
+    found = []
+    numbered = sorted((d for d in nodes_dir.glob("*") if d.name.isdigit()), key=lambda d: int(d.name))
+    for node in numbered:
+        try:
+            props = dict(line.split(None, 1) for line in (node / "properties").read_text().splitlines()
+                         if len(line.split(None, 1)) == 2)
+        except OSError:
+            continue
+        gfx = props.get("gfx_target_version", "0").strip()
+        if gfx == "0" or len(gfx) < 5:
+            continue
+        major, minor, patch = int(gfx[:-4]), int(gfx[-4:-2]), int(gfx[-2:])
+        vendor, device = int(props.get("vendor_id", 0)), int(props.get("device_id", 0))
+        unique = int(props.get("unique_id", 0))
+        total, used = vram(root, vendor, device, unique, props)
+        found.append({"node": node, "compute": f"gfx{major}{minor:x}{patch:x}", "vendor": vendor, "device": device,
+                      "unique_id": unique, "render_minor": int(props.get("drm_render_minor", 0)),
+                      "total": total, "free": max(0, total - used)})
+    return found
+
+
+def vram(root: Path, vendor: int, device: int, unique: int, props: dict) -> tuple[int, int]:
+    """(total, used) VRAM. Ollama 0.12.3 reads mem_info_vram_total and mem_info_vram_used of the DRM
+    device (/sys/class/drm/card*/device) whose vendor, device and unique_id (when the KFD node has
+    one; hex in sysfs) match the KFD node. simulate-gpu writes no DRM sysfs: then the KFD node's
+    local_mem_size (the same VRAM size, kernel kfd_topology.c) stands in, with nothing used."""
+    wanted = [(vendor, "vendor"), (device, "device"), (unique, "unique_id")]
+    for card in sorted((root / "class" / "drm").glob("card*/device")):
+        try:
+            if all(int((card / name).read_text().strip().removeprefix("0x"), 16) == value
+                   for value, name in wanted if value):
+                total = int((card / "mem_info_vram_total").read_text().strip())
+                used_file = card / "mem_info_vram_used"
+                return total, int(used_file.read_text().strip()) if used_file.exists() else 0
+        except (OSError, ValueError):
+            continue
+    return int(props.get("local_mem_size", 0)), 0
+
+
+def open_rw(path: Path) -> OSError | None:
+    """Open a device node read-write as this process's user, as Ollama and the GPU runtimes do."""
+    try:
+        os.close(os.open(path, os.O_RDWR))
+        return None
+    except OSError as err:
+        return err
+
+
+def rocm_supports(version: str, compute: str) -> tuple[str, list[str]]:
+    """(library dir, supported gfx targets) of the ROCm libraries this release would load.
+    Ollama 0.12.3's ROCm add-on (lib/ollama/rocm, ROCm 6.3.3) has gfx906; 0.12.4 dropped it
+    from the build (CMakePresets.json AMDGPU_TARGETS)."""
+    lib = rocm_library_dir()
+    if lib == "none":
+        return "", []
+    targets = ["gfx908", "gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1101", "gfx1102", "gfx1151", "gfx1200",
+               "gfx1201"]
+    if version_tuple(version) <= (0, 12, 3):
+        targets = ["gfx900", "gfx906"] + targets
+    return lib, targets
+
+
+def visible(env_value: str, index: int, gpu_id: str) -> bool:
+    return any(v.strip() in (str(index), gpu_id) for v in env_value.split(","))
+
+
+def discover_rocm(version: str) -> list[dict]:
+    """Ollama 0.12.3 discover/amd_linux.go AMDGetGPUInfo, for the decisions that matter here."""
+    root = sysfs_root()
+    if not (root / "module" / "amdgpu").is_dir():
+        return []
+    if version_tuple(version) >= (0, 13, 0) and not (LIB_DIR / "rocm").is_dir():
+        return []  # newer releases look for ROCm only in their own lib/ollama (discover/runner.go)
+    selector = next(((n, os.environ[n]) for n in ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
+                     if os.environ.get(n, "").strip()), None)
+    gpus = []
+    for index, node in enumerate(kfd_gpu_nodes(root)):
+        gpu_id = f"GPU-{node['unique_id']:016x}" if node["unique_id"] else str(index)
+        if selector and not visible(selector[1], index, gpu_id):
+            log("filtering out device per user request", id=gpu_id, index=index,
+                visible_devices=selector[1].split(","))
+            continue
+        if node["total"] < IGPU_MEM_LIMIT:
+            log("unsupported Radeon iGPU detected skipping", id=gpu_id, total=human_bytes2(node["total"]))
+            continue
+        lib, supported = rocm_supports(version, node["compute"])
+        if not lib:
+            log("amdgpu detected, but no compatible rocm library found.  Either install rocm v6, or follow manual "
+                "install instructions at https://github.com/ollama/ollama/blob/main/docs/linux.md#manual-install",
+                level="WARN")
+            log("unable to verify rocm library: no suitable rocm found, falling back to CPU", level="WARN")
+            return []
+        override = os.environ.get("HSA_OVERRIDE_GFX_VERSION", "")
+        if override:
+            log("skipping rocm gfx compatibility check", HSA_OVERRIDE_GFX_VERSION=override)
+        elif node["compute"] not in supported:
+            log(f"amdgpu is not supported (supported types:[{' '.join(supported)}])", level="WARN",
+                gpu_type=node["compute"], gpu=gpu_id, library=lib)
+            continue
+        else:
+            log("amdgpu is supported", gpu=gpu_id, gpu_type=node["compute"])
+        gpus.append({"id": gpu_id, "library": "rocm", "compute": node["compute"],
+                     "name": f"{node['vendor']:04x}:{node['device']:04x}", "total": node["total"],
+                     "free": node["free"]})
+    if not gpus:
+        log("no compatible amdgpu devices detected")
+        return []
+    denied = open_rw(Path("/dev/kfd"))
+    if denied is not None:
+        if isinstance(denied, PermissionError):
+            why = ("permissions not set up properly.  Either run ollama as root, or add you user account to the "
+                   "render group. open /dev/kfd: permission denied")
+        elif isinstance(denied, FileNotFoundError):
+            why = ("kfd driver not loaded.  If running in a container, remember to include "
+                   "'--device /dev/kfd --device /dev/dri'")
+        else:
+            why = f"failed to check permission on /dev/kfd: {denied}"
+        log(f"amdgpu devices detected but permission problems block access: {why}", level="ERROR")
+        return []
+    return gpus
+
+
+def vulkan_enabled(version: str) -> bool:
+    """OLLAMA_VULKAN: read from 0.12.11 (opt-in), on by default from 0.30.0 (envconfig/config.go)."""
+    value = os.environ.get("OLLAMA_VULKAN", "").strip().lower()
+    on = value in ("1", "true", "t", "yes", "y", "on")
+    off = value in ("0", "false", "f", "no", "n", "off")
+    if version_tuple(version) >= (0, 30, 0):
+        return not off
+    return version_tuple(version) >= (0, 12, 11) and on
+
+
+def discover_vulkan(version: str) -> list[dict]:
+    """Ollama >= 0.13.0 with its bundled ggml-vulkan: RADV lists a device per amdgpu render node the
+    user can open; GGML_VK_VISIBLE_DEVICES, when set at all, picks by index (ggml-vulkan.cpp
+    ggml_vk_instance_init: an index past the last device throws, so discovery finds no GPU; an
+    empty value selects none)."""
+    if not vulkan_enabled(version):
+        return []
+    if version_tuple(version) < (0, 13, 0):
+        # ollama issue #13104: the 0.12.11 Linux archives have no lib/ollama/vulkan.
+        return []
+    root = sysfs_root()
+    if not (root / "module" / "amdgpu").is_dir():
+        return []
+    devices = [n for n in kfd_gpu_nodes(root) if n["render_minor"]
+               and open_rw(Path(f"/dev/dri/renderD{n['render_minor']}")) is None]
+    if "GGML_VK_VISIBLE_DEVICES" in os.environ:
+        chosen = []
+        for token in os.environ["GGML_VK_VISIBLE_DEVICES"].replace(",", " ").split():
+            if not re.fullmatch(r"\d+", token) or int(token) >= len(devices):
+                print(f"ggml_vulkan: Invalid device index {token} in GGML_VK_VISIBLE_DEVICES.", file=sys.stderr,
+                      flush=True)
+                return []
+            chosen.append(devices[int(token)])
+        devices = chosen
+    elif not devices:
+        print("ggml_vulkan: No devices found.", file=sys.stderr, flush=True)
+    return [{"id": str(i), "library": "Vulkan", "compute": "0.0", "name": f"Vulkan{i}",
+             "description": "AMD Radeon Graphics (RADV VEGA20)", "total": d["total"], "free": d["free"]}
+            for i, d in enumerate(devices)]
+
+
+def discover_gpus(version: str) -> list[dict]:
+    gpus = discover_rocm(version) + discover_vulkan(version)
+    if not gpus:
+        log("no compatible GPUs were discovered")
+    for gpu in gpus:
+        log("inference compute", id=gpu["id"], library=gpu["library"], compute=gpu["compute"], name=gpu["name"],
+            total=human_bytes2(gpu["total"]), available=human_bytes2(gpu["free"]))
+    if not gpus:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        log("inference compute", id="cpu", library="cpu", compute="", name="cpu", total=human_bytes2(total),
+            available=human_bytes2(total))
+    return gpus
+
+
+def block_count(model: Path) -> int:
+    meta = gguf_metadata(model)
+    return int(meta.get(f"{meta.get('general.architecture', '')}.block_count", 0) or 0)
+
+
+def place(size: int, layers: int, gpus: list[dict], used: int) -> tuple[int, int]:
+    """(layers offloaded, bytes in VRAM) for a model of `size` bytes and `layers` repeating layers plus
+    the output layer, on the first GPU with what other loaded models left free (Ollama's scheduler:
+    whole model if it fits, else as many layers as fit, else the CPU)."""
+    total_layers = layers + 1
+    if not gpus:
+        return 0, 0
+    free = gpus[0]["free"] - GPU_RESERVE - used
+    if size <= free:
+        return total_layers, size
+    per_layer = size / total_layers
+    fit = max(0, min(total_layers, int(free // per_layer))) if per_layer else 0
+    return fit, int(fit * per_layer)
+
+
 # --------------------------------------------------------------------------- runners (llama.cpp)
 
 class Runner:
@@ -429,6 +679,7 @@ class Runner:
         self.expires = float("inf")
         self.busy = 0
         self.size = model.stat().st_size
+        self.size_vram = 0
         self.digest = "sha256:" + model.name.split("-", 1)[1]
         self.wait_ready()
         self.load_seconds = time.monotonic() - self.started
@@ -484,6 +735,7 @@ class Scheduler:
         self.ctx = env_int("OLLAMA_CONTEXT_LENGTH", 4096)
         self.pending = 0
         self.max_queue = env_int("OLLAMA_MAX_QUEUE", 512)
+        self.gpus = discover_gpus(VERSION)
         threading.Thread(target=self._reaper, daemon=True).start()
 
     def acquire(self, model: str, keep_alive) -> Runner:
@@ -503,7 +755,18 @@ class Scheduler:
                     victim = min(idle, key=lambda r: r.expires)
                     victim.stop()
                     del self.runners[victim.name]
-                runner = Runner(key, blob_path(layer["digest"]), self.ctx, self.parallel)
+                path = blob_path(layer["digest"])
+                size, layers = path.stat().st_size, block_count(path)
+                used = sum(r.size_vram for r in self.runners.values())
+                offloaded, in_vram = place(size, layers, self.gpus, used)
+                if in_vram:
+                    log("model weights", device=f"{'ROCm' if self.gpus[0]['library'] == 'rocm' else 'Vulkan'}0",
+                        size=human_bytes2(in_vram))
+                if size - in_vram:
+                    log("model weights", device="CPU", size=human_bytes2(size - in_vram))
+                log(f"offloaded {offloaded}/{layers + 1} layers to GPU")
+                runner = Runner(key, path, self.ctx, self.parallel)
+                runner.size_vram = in_vram
                 self.runners[key] = runner
             runner.busy += 1
             runner.keep = duration(keep_alive, self.keep_alive) if keep_alive is not None else self.keep_alive
@@ -706,7 +969,7 @@ class Handler(BaseHTTPRequestHandler):
         with self.scheduler.lock:
             for runner in self.scheduler.runners.values():
                 until = runner.expires if runner.expires != float("inf") else time.monotonic() + 3600 * 24 * 365
-                out.append({"name": runner.name, "model": runner.name, "size": runner.size, "size_vram": 0,
+                out.append({"name": runner.name, "model": runner.name, "size": runner.size, "size_vram": runner.size_vram,
                             "digest": runner.digest.split(":")[1],
                             "expires_at": datetime.fromtimestamp(time.time() + until - time.monotonic(),
                                                                  timezone.utc).astimezone().isoformat()})
@@ -989,13 +1252,10 @@ def serve() -> int:
     store = models_dir()
     (store / "blobs").mkdir(parents=True, exist_ok=True)
     (store / "manifests").mkdir(parents=True, exist_ok=True)
-    gpu_env = {k: os.environ[k] for k in ("OLLAMA_VULKAN", "HSA_OVERRIDE_GFX_VERSION", "ROCR_VISIBLE_DEVICES",
-                                          "HIP_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES", "OLLAMA_LLM_LIBRARY",
-                                          "LD_LIBRARY_PATH", "HIP_PATH") if k in os.environ}
     config = dict(sorted((k, v) for k, v in os.environ.items() if k.startswith("OLLAMA_")))
     log(f"server config env={json.dumps(config)}")
-    log(f"{STANDIN} {VERSION}: no GPU code; generation runs on the CPU through llama.cpp's llama-server "
-        f"(GPU environment seen: {json.dumps(gpu_env)}; ROCm libraries would come from {rocm_library_dir()})")
+    log(f"{STANDIN} {VERSION}: generation runs on the CPU through llama.cpp's llama-server; the GPU "
+        "placement below is decided and reported as Ollama would")
     Handler.scheduler = Scheduler()
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
@@ -1168,10 +1428,23 @@ def cli_ps() -> int:
             models = json.loads(resp.read())["models"]
     except (urllib.error.URLError, OSError) as err:
         return fail(f"could not connect to ollama app, is it running? ({err})")
-    print(f"{'NAME':<40} {'SIZE':<10} PROCESSOR   UNTIL")
+    print(f"{'NAME':<40} {'SIZE':<10} {'PROCESSOR':<16} UNTIL")
     for model in models:
-        print(f"{model['name']:<40} {model['size'] / 1e6:.0f} MB{'':<3} 100% CPU    {model['expires_at']}")
+        print(f"{model['name']:<40} {model['size'] / 1e6:.0f} MB{'':<3} {processor(model):<16} {model['expires_at']}")
     return 0
+
+
+def processor(model: dict) -> str:
+    """The PROCESSOR column of `ollama ps` (cmd/cmd.go ListRunningHandler)."""
+    size, vram = model["size"], model["size_vram"]
+    if vram == 0:
+        return "100% CPU"
+    if vram == size:
+        return "100% GPU"
+    if vram > size or size == 0:
+        return "Unknown"
+    cpu = round((size - vram) / size * 100)
+    return f"{cpu}%/{100 - cpu}% CPU/GPU"
 
 
 def cli_rm(args: list[str]) -> int:
