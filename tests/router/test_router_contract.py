@@ -53,6 +53,13 @@ async def test_served_document_is_the_committed_one(router_client: Any) -> None:
     assert r.json() == DOC
 
 
+def test_the_cli_prints_the_committed_document(capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_router.cli import main
+
+    assert main(["openapi"]) == 0
+    assert capsys.readouterr().out == COMMITTED.read_text()
+
+
 def test_document_covers_every_endpoint_and_is_valid_json_schema() -> None:
     assert DOC["openapi"].startswith("3.1")
     assert set(DOC["paths"]) == set(ENDPOINTS)
