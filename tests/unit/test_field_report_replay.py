@@ -7,6 +7,7 @@ the decision, which test_added_references_decide_as_recorded then checks for eve
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import shutil
@@ -14,10 +15,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, load_script
 
+# Not `from conftest import ...`: with tests/router in the same run that name is the router's conftest.
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "unit" / "data"
-cli = load_script(ROOT / "files" / "field_report" / "field_report.py", "field_report_cli")
+_spec = importlib.util.spec_from_file_location("field_report_cli", ROOT / "files" / "field_report" / "field_report.py")
+cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cli)
 
 
 def read(path: str) -> str:
