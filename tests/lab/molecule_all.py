@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # Longest first, so that the last scenario to start is a short one.
-LONGEST_FIRST = ["recovery", "default", "vllm", "rocm", "ollama", "llamacpp", "router", "driver", "vulkan", "opencl"]
+LONGEST_FIRST = ["recovery", "default", "driver", "ollama", "router", "rocm", "vllm", "llamacpp", "vulkan", "opencl"]
 # A scenario that has not finished after this long is stopped and counted as failed.
 SCENARIO_TIMEOUT_S = 40 * 60
 
